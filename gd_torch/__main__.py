@@ -1,0 +1,3 @@
+from gd_torch.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""The manual-backprop twin: the gradient of the cost by the four backpropagation equations.
+
+Raw tensor operations only (matmul and elementwise); no autograd. Notation as in Nielsen's
+chapter 2, with one row per example (batch size n):
+
+    z^l = a^{l-1} (W^l)^T + b^l        a^l = σ(z^l)                         forward
+    BP1  δ^L = ∇_a C ⊙ σ'(z^L)                                             output error
+    BP2  δ^l = (δ^{l+1} W^{l+1}) ⊙ σ'(z^l)                                 error moves back
+    BP3  ∂C/∂b^l = Σ_x δ^l_x
+    BP4  ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T
+
+The 1/n of the average cost sits inside ∇_a C (see ``cost_gradient``), so BP3 and BP4 sum
+over the examples of the batch.
+"""
+
+import torch
+from torch import Tensor
+
+from gd_torch.cost import cost_gradient
+from gd_torch.model import Network
+
+
+def sigmoid_prime(a: Tensor) -> Tensor:
+    """σ'(z) = σ(z)(1 − σ(z)) = a(1 − a), from the activation a = σ(z), so z need not be kept."""
+    return a * (1 - a)
+
+
+def forward(network: Network, x: Tensor) -> list[Tensor]:
+    """The activations [a^0 = x, a^1, ..., a^L], each (n, n_l), kept for the backward pass."""
+    activations = [x]
+    for layer in network.layers:
+        z = torch.addmm(layer.bias, activations[-1], layer.weight.T)  # z^l = W^l a^{l-1} + b^l, (n, n_l)
+        activations.append(torch.sigmoid(z))  # a^l = σ(z^l), (n, n_l)
+    return activations
+
+
+def backward(network: Network, activations: list[Tensor], target: Tensor, convention: str) -> list[tuple[Tensor, Tensor]]:
+    """[(∂C/∂W^l, ∂C/∂b^l) for l = 1..L], the gradient of the cost C of this batch.
+
+    ``activations`` comes from ``forward`` and is only read; ``target`` is the one-hot y (n, 10).
+    """
+    weights = [layer.weight for layer in network.layers]  # weights[l - 1] is W^l
+    output = activations[-1]
+    delta = cost_gradient(output, target, convention) * sigmoid_prime(output)  # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
+    gradients = []
+    for l in range(len(weights), 0, -1):  # l = L, L-1, ..., 1
+        nabla_b = delta.sum(0)  # BP3: ∂C/∂b^l = Σ_x δ^l_x, (n_l,)
+        nabla_w = delta.T @ activations[l - 1]  # BP4: ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T, (n_l, n_{l-1})
+        gradients.append((nabla_w, nabla_b))
+        if l > 1:
+            delta = (delta @ weights[l - 1]) * sigmoid_prime(activations[l - 1])  # BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), (n, n_{l-1})
+    return gradients[::-1]

@@ -1,0 +1,62 @@
+"""The network: every layer is a^l = σ(W^l a^{l-1} + b^l); the prediction is argmax a^L."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+INPUT_SIZE = 28 * 28
+OUTPUT_SIZE = 10
+
+
+def _pytorch_default(weight: Tensor, bias: Tensor, generator: torch.Generator):
+    # nn.Linear.reset_parameters: kaiming_uniform(a=√5) gives W ~ U(±1/√n_in); b ~ U(±1/√n_in).
+    bound = 1 / math.sqrt(weight.shape[1])
+    weight.uniform_(-bound, bound, generator=generator)
+    bias.uniform_(-bound, bound, generator=generator)
+
+
+def _nielsen(weight: Tensor, bias: Tensor, generator: torch.Generator):
+    # Nielsen chapter 1: every weight and bias ~ N(0, 1).
+    weight.normal_(0, 1, generator=generator)
+    bias.normal_(0, 1, generator=generator)
+
+
+def _nielsen_improved(weight: Tensor, bias: Tensor, generator: torch.Generator):
+    # Nielsen chapter 3: W ~ N(0, 1/n_in) keeps z = Wa + b small so σ does not saturate; b ~ N(0, 1).
+    weight.normal_(0, 1 / math.sqrt(weight.shape[1]), generator=generator)
+    bias.normal_(0, 1, generator=generator)
+
+
+INITIALIZATIONS = {"pytorch": _pytorch_default, "nielsen": _nielsen, "nielsen-improved": _nielsen_improved}
+
+
+class Network(nn.Module):
+    """Fully connected sigmoid network, default 784-16-16-10 (13,002 weights and biases).
+
+    ``layers[l-1]`` holds W^l (n_l, n_{l-1}) as ``.weight`` and b^l (n_l,) as ``.bias``.
+    """
+
+    def __init__(self, sizes=(INPUT_SIZE, 16, 16, OUTPUT_SIZE), init: str = "nielsen-improved",
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.sizes = tuple(sizes)
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(self.sizes, self.sizes[1:]))
+        self.initialize(init, generator if generator is not None else torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def initialize(self, init: str, generator: torch.Generator) -> None:
+        """Draw every W^l and b^l, layer by layer, from the named scheme."""
+        for layer in self.layers:
+            INITIALIZATIONS[init](layer.weight, layer.bias, generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Input activations (n, 784) in [0, 1] -> output activations a^L (n, 10)."""
+        a = x
+        for layer in self.layers:
+            a = torch.sigmoid(layer(a))  # a^l = σ(W^l a^{l-1} + b^l), (n, n_l)
+        return a
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,53 @@
+"""Each run gets its own new directory under runs/: TensorBoard events, config, versions, checkpoints."""
+
+import json
+import platform
+import time
+from pathlib import Path
+
+from gd_torch.config import TrainConfig
+from gd_torch.errors import GdTorchError
+
+
+def default_run_name(config: TrainConfig) -> str:
+    hidden = "-".join(map(str, config.hidden_sizes)) or "none"
+    return f"h{hidden}_{config.engine}_b{config.batch_size}_lr{config.learning_rate:g}_s{config.seed}" + ("_dry-run" if config.dry_run else "")
+
+
+def create_run_directory(config: TrainConfig) -> Path:
+    """A new directory ``runs_dir/<YYYYmmdd-HHMMSS>_<name>``, never one that exists (a -2, -3 ... suffix is added)."""
+    parent = Path(config.runs_dir)
+    if parent.exists() and not parent.is_dir():
+        raise GdTorchError(f"--runs-dir {parent} is a file, not a directory")
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{config.run_name or default_run_name(config)}"
+    for attempt in range(1, 1000):
+        path = parent / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise GdTorchError(f"cannot create the run directory {path}: {error.strerror}") from None
+    raise GdTorchError(f"could not find a free run directory name for {parent / stem}")
+
+
+def library_versions() -> dict:
+    import numpy
+    import tensorboard
+    import torch
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "tensorboard": tensorboard.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda,
+    }
+
+
+def write_json(path: Path, values: dict) -> None:
+    path.write_text(json.dumps(values, indent=2, default=str) + "\n")

@@ -1,0 +1,51 @@
+"""What a training run shows in TensorBoard (``tensorboard --logdir runs``).
+
+SCALARS     batch/train_cost, batch/gradient_norm, batch/learning_rate  every --log-every SGD steps (x: step)
+            epoch/{train,test,validation}_{cost,accuracy}, epoch/seconds  once per epoch (x: epoch)
+HISTOGRAMS  layer{l}/weights, layer{l}/biases, layer{l}/weight_gradients, layer{l}/bias_gradients  per epoch
+HPARAMS     the config, with final/test_accuracy, final/test_cost, final/train_cost, final/best_test_accuracy
+"""
+
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from gd_torch.config import TrainConfig
+from gd_torch.model import Network
+
+
+class TrainingLog:
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+
+    def batch(self, step: int, batch_cost: float, network: Network, learning_rate: float) -> None:
+        gradients = [p.grad for p in network.parameters() if p.grad is not None]
+        self.writer.add_scalar("batch/train_cost", batch_cost, step)
+        self.writer.add_scalar("batch/gradient_norm", torch.stack([g.norm() for g in gradients]).norm().item(), step)
+        self.writer.add_scalar("batch/learning_rate", learning_rate, step)
+
+    def epoch(self, epoch: int, scalars: dict[str, float], network: Network) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"epoch/{name}", value, epoch)
+        for l, layer in enumerate(network.layers, start=1):
+            self.writer.add_histogram(f"layer{l}/weights", layer.weight, epoch)
+            self.writer.add_histogram(f"layer{l}/biases", layer.bias, epoch)
+            if layer.weight.grad is not None:
+                self.writer.add_histogram(f"layer{l}/weight_gradients", layer.weight.grad, epoch)
+                self.writer.add_histogram(f"layer{l}/bias_gradients", layer.bias.grad, epoch)
+        self.writer.flush()
+
+    def hyperparameters(self, config: TrainConfig, final: dict[str, float], epoch: int) -> None:
+        """Into the run's own directory (SummaryWriter.add_hparams would start a sub-run)."""
+        values = {k: "-".join(map(str, v)) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
+        metrics = {f"final/{name}": value for name, value in final.items()}
+        for summary in hparams(values, metrics):
+            self.writer.file_writer.add_summary(summary)
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

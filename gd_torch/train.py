@@ -1,0 +1,148 @@
+"""Stochastic gradient descent: w ← w − η ∇C, one shuffled mini-batch at a time.
+
+    gd-torch train --epochs 30 --data-root ../shared/mnist     # the console script
+    python -m gd_torch.train --epochs 30                        # the same, as a module
+    tensorboard --logdir runs                                   # watch it learn
+"""
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from gd_torch.checkpoint import save_checkpoint
+from gd_torch.config import TrainConfig
+from gd_torch.data import Mnist, load_mnist, shuffled_batches
+from gd_torch.engines import ENGINES
+from gd_torch.errors import GdTorchError
+from gd_torch.evaluate import evaluate
+from gd_torch.model import Network
+from gd_torch.run_dir import create_run_directory, library_versions, write_json
+from gd_torch.tensorboard_log import TrainingLog
+
+DRY_RUN_EXAMPLES = 1_000
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    network: Network
+    history: list[dict] = field(default_factory=list)  # one dict of epoch metrics per epoch
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device must exist."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
+    if not available[name]:
+        raise GdTorchError(f"--device {name} is not available on this machine")
+    return torch.device(name)
+
+
+def seeded_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """(initial weights, batch order): two independent streams, disjoint across seeds."""
+    return torch.Generator().manual_seed(2 * seed), torch.Generator().manual_seed(2 * seed + 1)
+
+
+def prepare_data(config: TrainConfig, device: torch.device) -> Mnist:
+    data = load_mnist(config.data_root, config.download, config.validation_size)
+    if config.dry_run:
+        data = Mnist(data.train.head(DRY_RUN_EXAMPLES), data.test.head(DRY_RUN_EXAMPLES),
+                     data.validation.head(DRY_RUN_EXAMPLES) if data.validation else None)
+    if config.batch_size > len(data.train):
+        raise GdTorchError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training images")
+    return data.to(device)
+
+
+def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order: torch.Generator, step: int,
+                    log: TrainingLog | None = None, progress: bool = False) -> int:
+    """One pass over the training set in random mini-batches; returns the number of SGD steps taken so far."""
+    compute_gradients = ENGINES[config.engine]
+    train = data.train
+    batches = shuffled_batches(len(train), config.batch_size, order)
+    for indices in tqdm(batches, leave=False, disable=not progress, unit="batch"):
+        indices = indices.to(train.images.device, non_blocking=True)
+        batch_cost = compute_gradients(network, train.images[indices], train.targets[indices], config.cost)
+        optimizer.step()  # w ← w − η ∇C (plus λw when --weight-decay is set)
+        step += 1
+        if log is not None and step % config.log_every == 0:
+            log.batch(step, batch_cost.item(), network, optimizer.param_groups[0]["lr"])
+    return step
+
+
+def measure(network: Network, config: TrainConfig, data: Mnist) -> dict[str, float]:
+    """The per-epoch numbers: cost and accuracy on the full training, test (and validation) sets."""
+    splits = {"train": data.train, "test": data.test, "validation": data.validation}
+    metrics = {}
+    for name, split in splits.items():
+        if split is not None:
+            result = evaluate(network, split, config.cost)
+            metrics[f"{name}_cost"], metrics[f"{name}_accuracy"] = result.cost, result.accuracy
+    return metrics
+
+
+def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    line = f"epoch {epoch:>{len(str(epochs))}}/{epochs}  train cost {metrics['train_cost']:.4f}  test cost {metrics['test_cost']:.4f}"
+    if "validation_accuracy" in metrics:
+        line += f"  validation accuracy {100 * metrics['validation_accuracy']:.2f}%"
+    return line + f"  test accuracy {100 * metrics['test_accuracy']:.2f}%  {metrics['seconds']:.2f} s"
+
+
+def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> TrainResult:
+    """Train one network as the config says, logging to a new run directory; returns it trained."""
+    torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    data = prepare_data(config, device) if data is None else data.to(device)
+    epochs = 1 if config.dry_run else config.epochs
+    init_generator, order_generator = seeded_generators(config.seed)
+    network = Network(config.layer_sizes, config.init, init_generator).to(device)
+    optimizer = torch.optim.SGD(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    run_dir = create_run_directory(config)
+    write_json(run_dir / "config.json", config.to_dict())
+    write_json(run_dir / "versions.json", library_versions() | {"device": str(device)})
+    print(f"gd-torch train: {'-'.join(map(str, config.layer_sizes))} network, {network.num_parameters:,} weights and biases, "
+          f"{len(data.train):,} training images, device {device}, run {run_dir}\n{config.describe()}", file=out, flush=True)
+
+    result = TrainResult(run_dir, network)
+    log = TrainingLog(run_dir)
+    step, best = 0, 0.0
+    try:
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate_at(epoch)
+            step = train_one_epoch(network, optimizer, config, data, order_generator, step, log, progress=sys.stderr.isatty())
+            metrics = measure(network, config, data) | {"seconds": time.perf_counter() - started, "learning_rate": config.learning_rate_at(epoch)}
+            if not math.isfinite(metrics["train_cost"]):
+                raise GdTorchError(f"the cost became {metrics['train_cost']} in epoch {epoch} at --learning-rate {config.learning_rate}: lower it")
+            best = max(best, metrics["test_accuracy"])
+            result.history.append({"epoch": epoch, "step": step} | metrics)
+            print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
+            log.epoch(epoch, metrics, network)
+            save_checkpoint(run_dir / "last.pt", {
+                "model": network.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
+                "epoch": epoch, "step": step, "batch_order_state": order_generator.get_state(), "best_test_accuracy": best,
+            })
+        final = {k: result.final[k] for k in ("test_accuracy", "test_cost", "train_cost")} | {"best_test_accuracy": best}
+        log.hyperparameters(config, final, epochs)
+    finally:
+        log.close()
+    print(f"final test accuracy {100 * result.final['test_accuracy']:.2f}% (best {100 * best:.2f}%); "
+          f"run saved in {run_dir}; view it with: tensorboard --logdir {config.runs_dir}", file=out, flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    from gd_torch.cli import main
+
+    main(["train", *sys.argv[1:]])
