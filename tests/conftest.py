@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from gd_torch.data import load_mnist
+from tests.fakes import write_mnist_files
+
+torch.set_num_threads(1)  # the default of gd-torch too: fastest for this net, and safe on a busy machine
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The real MNIST folder from $GD_TORCH_DATA; tests that need it skip with the reason when it is absent."""
+    root = os.environ.get("GD_TORCH_DATA")
+    if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip("real MNIST not found: set GD_TORCH_DATA to a folder holding MNIST/raw/*-ubyte (see README)")
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_root):
+    return load_mnist(str(mnist_root), download=False)
+
+
+@pytest.fixture
+def fake_mnist_root(tmp_path) -> Path:
+    """A data root with small synthetic IDX files (600 training, 200 test digits)."""
+    return write_mnist_files(tmp_path / "data")
