@@ -19,6 +19,7 @@ DPI = 100
 SIZES = {  # (width, height) in inches; the PNG is DPI times that in pixels
     "first_layer_weights": (12, 6.5),
     "first_layer_gradient": (12, 6.5),
+    "training_weights": (6.5, 7),
     "sensitivity_histogram": (12, 4),
     "one_weight": (8, 5),
     "noise": (12, 4.5),

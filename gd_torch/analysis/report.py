@@ -19,6 +19,7 @@ from gd_torch.analysis.sensitivity import full_gradient, most_sensitive
 from gd_torch.checkpoint import load_checkpoint, network_from_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.data import Mnist
+from gd_torch.errors import GdTorchError
 from gd_torch.model import Network
 from gd_torch.train import prepare_data, seeded_generators
 
@@ -30,6 +31,10 @@ DESCENT_STEPS = 12
 def analyze(checkpoint: str | Path, data_root: str | None = None, download: bool = True, top: int = 5,
             one_weight_rate: float | None = None, out=sys.stdout) -> dict[str, Path]:
     """Draw every figure, write it as ``<run dir>/<name>.png`` and into TensorBoard; returns {name: png path}."""
+    if top < 1:
+        raise GdTorchError(f"--top must be a positive integer, not {top}")
+    if one_weight_rate is not None and not one_weight_rate > 0:
+        raise GdTorchError(f"--one-weight-rate must be a number > 0, not {one_weight_rate}")
     state = load_checkpoint(checkpoint)
     trained, config = network_from_checkpoint(state)
     config = dataclasses.replace(config, data_root=data_root or config.data_root, download=download)
