@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import torch
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -171,11 +172,12 @@ def hidden_layers(images: Tensor, activations: list[Tensor], weights: list[Tenso
         image_ax.set_axis_off()
         network_ax.set_facecolor("black")
         for l in range(1, len(layers)):  # lines for W^{l+1}, between a^l and a^{l+1}
-            w = weights[l].detach().cpu().numpy()
-            scale = np.abs(w).max()
-            for j, i in np.ndindex(*w.shape):
-                network_ax.plot([l - 1, l], [positions[l - 1][i], positions[l][j]], linewidth=0.5,
-                                color="tab:green" if w[j, i] > 0 else "tab:red", alpha=0.6 * abs(w[j, i]) / scale)
+            w = weights[l].detach().cpu().double().numpy()  # (n_{l+1}, n_l)
+            j, i = np.indices(w.shape).reshape(2, -1)
+            segments = np.stack([np.stack([np.full(len(i), l - 1), positions[l - 1][i]], 1), np.stack([np.full(len(j), l), positions[l][j]], 1)], 1)
+            w = w.flatten()
+            rgba = np.column_stack([w < 0, w > 0, np.zeros_like(w), 0.6 * np.abs(w) / np.abs(w).max()])  # red −, green +
+            network_ax.add_collection(LineCollection(segments, colors=rgba, linewidths=0.5))
         for l, (a, y) in enumerate(zip(layers, positions)):
             network_ax.scatter(np.full(len(y), l), y, s=60, c=a[n].cpu().numpy(), cmap="gray", vmin=0, vmax=1,
                                edgecolors="white", linewidths=0.5, zorder=3)

@@ -3,11 +3,14 @@ the same images in the run's TensorBoard log (IMAGES tab, tags ``analysis/<name>
 """
 
 import dataclasses
+import io
 import sys
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
@@ -56,9 +59,11 @@ def analyze(checkpoint: str | Path, data_root: str | None = None, download: bool
     writer = SummaryWriter(str(run_dir))
     try:
         for name, figure in drawn.items():
+            png = io.BytesIO()
+            figure.savefig(png, format="png", dpi=figures.DPI)  # drawn once: the file and TensorBoard get the same pixels
             written[name] = run_dir / f"{name}.png"
-            figure.savefig(written[name], dpi=figures.DPI)
-            writer.add_figure(f"analysis/{name}", figure, global_step=state["step"])
+            written[name].write_bytes(png.getvalue())
+            writer.add_image(f"analysis/{name}", np.asarray(Image.open(png).convert("RGB")), state["step"], dataformats="HWC")
     finally:
         writer.close()
     print(f"{len(written)} figures written to {run_dir}/ ({', '.join(p.name for p in written.values())}) and to its "
