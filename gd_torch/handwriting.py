@@ -5,7 +5,7 @@ a 20x20 box, and placed in a 28x28 field so that their centre of mass is at the 
 ``prepare`` does the same to any photo or drawing of one digit:
 
     grayscale in [0, 1] → invert if the background is light → background to 0, brightest ink to 1
-    → crop to the ink → scale the longer side to 20 pixels → centre of mass to (14, 14) of 28x28
+    → crop to the ink → scale the longer side to 20 pixels → centre of mass to row 14, column 14 of 28x28
 """
 
 import sys
@@ -56,9 +56,9 @@ def prepare(gray: Tensor) -> Tensor:
     digit = F.interpolate(ink[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]  # (h, w), max(h, w) = 20
 
     mass = digit.sum()
-    centre_y = (digit.sum(dim=1) * (torch.arange(size[0]) + 0.5)).sum() / mass  # centre of mass, pixel centres at i + ½
-    centre_x = (digit.sum(dim=0) * (torch.arange(size[1]) + 0.5)).sum() / mass
-    top, left = round(FIELD / 2 - centre_y.item()), round(FIELD / 2 - centre_x.item())
+    centre_y = (digit.sum(dim=1) * torch.arange(size[0])).sum() / mass  # centre of mass in row and column indices
+    centre_x = (digit.sum(dim=0) * torch.arange(size[1])).sum() / mass
+    top, left = round(FIELD // 2 - centre_y.item()), round(FIELD // 2 - centre_x.item())  # to (14, 14), where MNIST has it
     field = torch.zeros(FIELD, FIELD)
     y0, x0 = max(top, 0), max(left, 0)  # paste, cutting off whatever falls outside the field
     y1, x1 = min(top + size[0], FIELD), min(left + size[1], FIELD)
@@ -66,12 +66,13 @@ def prepare(gray: Tensor) -> Tensor:
     return field.clamp(0, 1)
 
 
-def predict(checkpoint: str | Path, images: list[str | Path], show: bool = False, out=sys.stdout) -> list[int]:
+def predict(checkpoint: str | Path, images: list[str | Path], show: bool = False, out=None) -> list[int]:
     """Print the digit the checkpoint's network sees in each image and its ten output activations; returns the digits."""
     from PIL import Image
 
     from gd_torch.checkpoint import load_checkpoint, network_from_checkpoint
 
+    out = out or sys.stdout  # looked up now, so that a redirected sys.stdout is used
     network, _ = network_from_checkpoint(load_checkpoint(checkpoint))
     digits = []
     for path in map(Path, images):
