@@ -50,7 +50,7 @@ def wait_for_tags(base: str, plugin: str, run: str, process, log) -> dict:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"tensorboard exited with {process.returncode}: {log.read_text(errors="replace")[-2000:]}")
+            pytest.fail(f"tensorboard exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}")
         try:
             tags = get_json(f"{base}/data/plugin/{plugin}/tags").get(run, {})
             if tags:
