@@ -32,8 +32,9 @@ DESCENT_STEPS = 12
 
 
 def analyze(checkpoint: str | Path, data_root: str | None = None, download: bool = True, top: int = 5,
-            one_weight_rate: float | None = None, out=sys.stdout) -> dict[str, Path]:
+            one_weight_rate: float | None = None, out=None) -> dict[str, Path]:
     """Draw every figure, write it as ``<run dir>/<name>.png`` and into TensorBoard; returns {name: png path}."""
+    out = out or sys.stdout  # looked up now, so that a redirected sys.stdout is used
     if top < 1:
         raise GdTorchError(f"--top must be a positive integer, not {top}")
     if one_weight_rate is not None and not one_weight_rate > 0:
