@@ -116,4 +116,5 @@ def main(argv: list[str] | None = None) -> None:
     try:
         arguments.run(arguments)
     except GdTorchError as error:
-        sys.exit(f"gd-torch {arguments.command}: error: {error}")
+        print(f"gd-torch {arguments.command}: error: {error}", file=sys.stderr)
+        sys.exit(2)

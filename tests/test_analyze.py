@@ -91,8 +91,9 @@ def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys, content):
         checkpoint.write_bytes(content)
     with pytest.raises(SystemExit) as exit:
         main(["analyze", str(checkpoint)])
-    message = str(exit.value.code)
-    assert message.startswith("gd-torch analyze: error: ") and str(checkpoint) in message and "\n" not in message
+    assert exit.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("gd-torch analyze: error: ") and str(checkpoint) in message and message.count("\n") == 1
 
 
 def test_top_must_be_positive(run):

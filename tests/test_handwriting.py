@@ -139,11 +139,12 @@ def test_predict_prints_the_digit_and_ten_activations_and_shows_the_input(checkp
 
 
 @pytest.mark.parametrize("args", [["nothere.png"], ["--bad-checkpoint"]])
-def test_predict_bad_input_is_one_line(checkpoint, tmp_path, args):
+def test_predict_bad_input_is_one_line(checkpoint, tmp_path, capsys, args):
     image = tmp_path / "digit.png"
     draw("1", (60, 60), (20, 10, 40, 50), 6, dark_on_light=True).save(image)
     argv = ["predict", str(tmp_path / "missing.pt"), str(image)] if args == ["--bad-checkpoint"] else ["predict", str(checkpoint), str(tmp_path / args[0])]
     with pytest.raises(SystemExit) as exit:
         main(argv)
-    message = str(exit.value.code)
-    assert message.startswith("gd-torch predict: error: ") and "not found" in message and "\n" not in message
+    assert exit.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("gd-torch predict: error: ") and "not found" in message and message.count("\n") == 1
