@@ -35,6 +35,24 @@ def _eval(arguments) -> None:
           f"({metrics.correct:,} of {metrics.total:,})")
 
 
+def _analyze(arguments) -> None:
+    import torch
+
+    from gd_torch.analysis.report import analyze
+
+    torch.set_num_threads(1)
+    analyze(arguments.checkpoint, arguments.data_root, arguments.download, arguments.top, arguments.one_weight_rate)
+
+
+def _predict(arguments) -> None:
+    import torch
+
+    from gd_torch.handwriting import predict
+
+    torch.set_num_threads(1)
+    predict(arguments.checkpoint, arguments.images, arguments.show)
+
+
 def _check_data(arguments) -> None:
     from gd_torch.mnist_files import MNIST_FILES, idx_problem, md5, raw_folder, where_files_go
 
@@ -71,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", default=None, help="MNIST folder (default: the one the run was trained with)")
     evaluate.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
     evaluate.set_defaults(run=_eval)
+
+    analyze = commands.add_parser("analyze", help="figures of what a checkpoint's network learned, as PNGs and in TensorBoard")
+    analyze.add_argument("checkpoint", help="a .pt file written by gd-torch train; the figures go into its folder")
+    analyze.add_argument("--data-root", default=None, help="MNIST folder (default: the one the run was trained with)")
+    analyze.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
+    analyze.add_argument("--top", type=int, default=5, help="how many of the most sensitive weights and biases to list (default: 5)")
+    analyze.add_argument("--one-weight-rate", type=float, default=None,
+                         help="η of the one-weight descent (default: chosen so its first step is 1)")
+    analyze.set_defaults(run=_analyze)
+
+    predict = commands.add_parser("predict", help="the digit a checkpoint's network sees in your own images")
+    predict.add_argument("checkpoint", help="a .pt file written by gd-torch train")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each")
+    predict.add_argument("--show", action="store_true", help="save the prepared 28x28 input as <image>.prepared.png beside each image")
+    predict.set_defaults(run=_predict)
 
     check = commands.add_parser("check-data", help="report which MNIST files are present, sound and official")
     check.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")

@@ -51,6 +51,7 @@ class TrainConfig:
     runs_dir: str = _option("runs", "parent folder of the run directories (TensorBoard --logdir)")
     run_name: str = _option("", "readable part of the run directory's name (default: from the settings)")
     log_every: int = _option(100, "log the mini-batch cost and gradient norm to TensorBoard every N steps")
+    image_every: int = _option(5, "draw the first-layer weights and the test confusion matrix into TensorBoard's IMAGES tab every N epochs and after the last (0: never)")
     dry_run: bool = _option(False, "a quick check: 1 epoch on 1,000 training and 1,000 test images")
 
     def __post_init__(self):
@@ -60,6 +61,7 @@ class TrainConfig:
         _require(all(_is_int(n) and n >= 1 for n in self.hidden_sizes), "hidden_sizes", "positive integers")
         _require(_is_int(self.seed) and self.seed >= 0, "seed", "a non-negative integer")
         _require(_is_int(self.validation_size) and self.validation_size >= 0, "validation_size", "a non-negative integer")
+        _require(_is_int(self.image_every) and self.image_every >= 0, "image_every", "a non-negative integer")
         _require(_is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0")
         _require(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
         for name in ("cost", "init", "engine", "device", "lr_schedule"):

@@ -3,6 +3,7 @@
 SCALARS     batch/train_cost, batch/gradient_norm, batch/learning_rate  every --log-every SGD steps (x: step)
             epoch/{train,test,validation}_{cost,accuracy}, epoch/seconds  once per epoch (x: epoch)
 HISTOGRAMS  layer{l}/weights, layer{l}/biases, layer{l}/weight_gradients, layer{l}/bias_gradients  per epoch
+IMAGES      images/first_layer_weights, images/confusion_matrix  every --image-every epochs and after the last (x: epoch)
 HPARAMS     the config, with final/test_accuracy, final/test_cost, final/train_cost, final/best_test_accuracy
 """
 
@@ -13,6 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from gd_torch.config import TrainConfig
+from gd_torch.data import Split
 from gd_torch.model import Network
 
 
@@ -35,6 +37,16 @@ class TrainingLog:
             if layer.weight.grad is not None:
                 self.writer.add_histogram(f"layer{l}/weight_gradients", layer.weight.grad, epoch)
                 self.writer.add_histogram(f"layer{l}/bias_gradients", layer.bias.grad, epoch)
+        self.writer.flush()
+
+    def images(self, epoch: int, network: Network, test: Split) -> None:
+        from gd_torch.analysis import figures  # matplotlib is loaded only when images are drawn
+        from gd_torch.analysis.outputs import Mistakes, outputs
+
+        weights = figures.neuron_images("training_weights", f"First-layer weights after epoch {epoch}", {"": network.layers[0].weight})
+        self.writer.add_figure("images/first_layer_weights", weights, epoch)
+        confusion = Mistakes.of(outputs(network, test.images), test).confusion
+        self.writer.add_figure("images/confusion_matrix", figures.confusion_matrix(confusion), epoch)
         self.writer.flush()
 
     def hyperparameters(self, config: TrainConfig, final: dict[str, float], epoch: int) -> None:

@@ -129,6 +129,8 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> Tra
             result.history.append({"epoch": epoch, "step": step} | metrics)
             print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
             log.epoch(epoch, metrics, network)
+            if config.image_every and (epoch % config.image_every == 0 or epoch == epochs):
+                log.images(epoch, network, data.test)
             save_checkpoint(run_dir / "last.pt", {
                 "model": network.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
                 "epoch": epoch, "step": step, "batch_order_state": order_generator.get_state(), "best_test_accuracy": best,

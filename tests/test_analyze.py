@@ -1,0 +1,101 @@
+"""gd-torch analyze on a short run over synthetic digits: every figure as a PNG and in TensorBoard."""
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gd_torch.analysis import figures
+from gd_torch.analysis.report import analyze
+from gd_torch.cli import main
+from gd_torch.config import TrainConfig
+from gd_torch.errors import GdTorchError
+from gd_torch.train import train
+from tests.fakes import write_mnist_files
+
+FIGURES = ("first_layer_weights", "first_layer_gradient", "sensitivity_histogram", "one_weight", "noise",
+           "confusion_matrix", "misclassified", "hidden_layers")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = write_mnist_files(tmp_path_factory.mktemp("data"))
+    config = TrainConfig(data_root=str(root), download=False, epochs=2, image_every=1, runs_dir=str(tmp_path_factory.mktemp("runs")))
+    return train(config, out=io.StringIO())
+
+
+@pytest.fixture(scope="module")
+def analyzed(run):
+    out = io.StringIO()
+    written = analyze(run.run_dir / "last.pt", top=3, out=out)
+    return written, out.getvalue()
+
+
+def images_in_log(run_dir) -> dict[str, list]:
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    return {tag: events.Images(tag) for tag in events.Tags()["images"]}
+
+
+def test_every_figure_is_a_png_of_its_size_in_the_run_directory(run, analyzed):
+    written, _ = analyzed
+    assert set(written) == set(FIGURES)
+    for name, path in written.items():
+        assert path == run.run_dir / f"{name}.png"
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            width, height = figures.SIZES[name]
+            assert image.size == (round(width * figures.DPI), round(height * figures.DPI))
+            image.verify()
+
+
+def test_every_figure_is_in_tensorboard_as_the_same_image(run, analyzed):
+    written, _ = analyzed
+    logged = images_in_log(run.run_dir)
+    for name, path in written.items():
+        (event,) = logged[f"analysis/{name}"]
+        assert event.step == run.final["step"]
+        with Image.open(io.BytesIO(event.encoded_image_string)) as image, Image.open(path) as png:
+            assert (event.width, event.height) == image.size == png.size
+
+
+def test_training_draws_weights_and_confusion_matrix_every_epoch(run):
+    logged = images_in_log(run.run_dir)
+    for tag in ("images/first_layer_weights", "images/confusion_matrix"):
+        assert [event.step for event in logged[tag]] == [1, 2]
+
+
+def test_summary_names_the_sensitivities_noise_and_mistakes(analyzed):
+    _, summary = analyzed
+    assert summary.count("more sensitive to W") == 2 * 3  # top 3 at the trained and at the initial weights
+    assert summary.count("more sensitive to b") == 2 * 3
+    assert "random noise" in summary and "confusion matrix" in summary and "8 figures written" in summary
+
+
+def test_image_every_zero_draws_nothing(tmp_path, fake_mnist_root):
+    config = TrainConfig(data_root=str(fake_mnist_root), download=False, epochs=1, image_every=0, runs_dir=str(tmp_path))
+    assert images_in_log(train(config, out=io.StringIO()).run_dir) == {}
+
+
+def test_image_every_must_not_be_negative():
+    with pytest.raises(GdTorchError, match="--image-every must be a non-negative integer"):
+        TrainConfig(image_every=-1)
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys, content):
+    checkpoint = tmp_path / "last.pt"
+    if content is not None:
+        checkpoint.write_bytes(content)
+    with pytest.raises(SystemExit) as exit:
+        main(["analyze", str(checkpoint)])
+    assert exit.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("gd-torch analyze: error: ") and str(checkpoint) in message and message.count("\n") == 1
+
+
+def test_top_must_be_positive(run):
+    with pytest.raises(GdTorchError, match="--top must be a positive integer"):
+        analyze(run.run_dir / "last.pt", top=0)
