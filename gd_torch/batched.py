@@ -71,4 +71,4 @@ def sgd_step(stacked: StackedNetworks, learning_rates: Tensor, weight_decay: flo
     """
     for weights in stacked.parameters():
         gradient = weights.grad if weight_decay == 0 else weights.grad.add(weights, alpha=weight_decay)
-        weights.sub_(learning_rates.view(-1, *[1] * (weights.dim() - 1)) * gradient)
+        weights.addcmul_(learning_rates.view(-1, *[1] * (weights.dim() - 1)), gradient, value=-1)  # one fused kernel
