@@ -19,6 +19,24 @@ def _train(arguments) -> None:
     train(config_from_arguments(arguments))
 
 
+def _sweep(arguments) -> None:
+    from gd_torch.sweep import sweep
+
+    config = config_from_arguments(arguments)
+    if arguments.num_seeds < 1:
+        raise GdTorchError("--num-seeds must be a positive integer")
+    seeds = arguments.seeds or range(config.seed, config.seed + arguments.num_seeds)
+    sweep(config, seeds, arguments.learning_rates)
+
+
+def _bench(arguments) -> None:
+    from gd_torch.bench_sweep import bench_sweep
+
+    if not arguments.sweep:
+        raise GdTorchError("give --sweep (the only benchmark here so far)")
+    bench_sweep(arguments.data_root, arguments.copies, arguments.train_images, arguments.epochs)
+
+
 def _eval(arguments) -> None:
     import torch
 
@@ -83,6 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a network by SGD and log it to TensorBoard")
     add_config_arguments(train)
     train.set_defaults(run=_train)
+
+    sweep = commands.add_parser("sweep", help="train many seeds and learning rates at once, as one batched computation")
+    add_config_arguments(sweep)
+    seeds = sweep.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, nargs="+", metavar="S", help="the seeds to train (default: --num-seeds from --seed)")
+    seeds.add_argument("--num-seeds", type=int, default=1, metavar="K", help="train seeds --seed, --seed+1, ..., --seed+K-1 (default: 1)")
+    sweep.add_argument("--learning-rates", type=float, nargs="+", metavar="η", help="train every seed at each rate (default: --learning-rate)")
+    sweep.set_defaults(run=_sweep)
+
+    bench = commands.add_parser("bench", help="measure training speed")
+    bench.add_argument("--sweep", action="store_true", help="K seeds one after another vs one batched sweep, and torchrun with 1 and 2 processes")
+    bench.add_argument("--copies", type=int, nargs="+", default=[1, 4, 16, 64], metavar="K", help="sweep sizes to time (default: 1 4 16 64)")
+    bench.add_argument("--train-images", type=int, default=10_000, metavar="N", help="train on the first N images, to keep it short (default: 10000)")
+    bench.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
+    bench.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")
+    bench.set_defaults(run=_bench)
 
     evaluate = commands.add_parser("eval", help="test cost and accuracy of a checkpoint")
     evaluate.add_argument("checkpoint", help="a .pt file written by gd-torch train (e.g. runs/<run>/last.pt)")

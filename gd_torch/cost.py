@@ -29,10 +29,13 @@ def one_hot(labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 
 def cost(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tensor:
-    """C = scale · (1/n) Σ_x Σ_j (a_j − y_j)², a scalar; output and target are (n, 10)."""
-    return COST_SCALES[convention] * (output - target).square().sum(dim=1).mean()
+    """C = scale · (1/n) Σ_x Σ_j (a_j − y_j)², a scalar; output and target are (n, 10).
+
+    For K stacked networks (``gd_torch.sweep``) they are (K, n, 10) and C is (K,), one cost per network.
+    """
+    return COST_SCALES[convention] * (output - target).square().sum(dim=-1).mean(dim=-1)
 
 
 def cost_gradient(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tensor:
-    """∇_a C = scale · 2 (a^L − y) / n, the (n, 10) partial derivatives ∂C/∂a^L_j(x)."""
-    return (2 * COST_SCALES[convention] / output.shape[0]) * (output - target)
+    """∇_a C = scale · 2 (a^L − y) / n, the (n, 10) partial derivatives ∂C/∂a^L_j(x) (or (K, n, 10))."""
+    return (2 * COST_SCALES[convention] / output.shape[-2]) * (output - target)

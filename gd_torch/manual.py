@@ -11,6 +11,10 @@ chapter 2, with one row per example (batch size n):
 
 The 1/n of the average cost sits inside ∇_a C (see ``cost_gradient``), so BP3 and BP4 sum
 over the examples of the batch.
+
+The same lines train K networks at once (``gd_torch.sweep``): with W^l stacked to
+(K, n_l, n_{l-1}), b^l to (K, n_l) and activations to (K, n, n_l), every product below is a
+batched matmul over the leading copy dimension and every sum runs over the examples (dim −2).
 """
 
 import torch
@@ -25,11 +29,18 @@ def sigmoid_prime(a: Tensor) -> Tensor:
     return a * (1 - a)
 
 
+def weighted_input(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """z = a W^T + b in one fused matmul: (n, n_l) for one network, (K, n, n_l) for K stacked ones."""
+    if weight.dim() == 2:
+        return torch.addmm(bias, a, weight.T)
+    return torch.baddbmm(bias.unsqueeze(-2), a, weight.mT)
+
+
 def forward(network: Network, x: Tensor) -> list[Tensor]:
     """The activations [a^0 = x, a^1, ..., a^L], each (n, n_l), kept for the backward pass."""
     activations = [x]
     for layer in network.layers:
-        z = torch.addmm(layer.bias, activations[-1], layer.weight.T)  # z^l = W^l a^{l-1} + b^l, (n, n_l)
+        z = weighted_input(activations[-1], layer.weight, layer.bias)  # z^l = W^l a^{l-1} + b^l, (n, n_l)
         activations.append(torch.sigmoid(z))  # a^l = σ(z^l), (n, n_l)
     return activations
 
@@ -44,8 +55,8 @@ def backward(network: Network, activations: list[Tensor], target: Tensor, conven
     delta = cost_gradient(output, target, convention) * sigmoid_prime(output)  # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
     gradients = []
     for l in range(len(weights), 0, -1):  # l = L, L-1, ..., 1
-        nabla_b = delta.sum(0)  # BP3: ∂C/∂b^l = Σ_x δ^l_x, (n_l,)
-        nabla_w = delta.T @ activations[l - 1]  # BP4: ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T, (n_l, n_{l-1})
+        nabla_b = delta.sum(-2)  # BP3: ∂C/∂b^l = Σ_x δ^l_x, (n_l,)
+        nabla_w = delta.mT @ activations[l - 1]  # BP4: ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T, (n_l, n_{l-1})
         gradients.append((nabla_w, nabla_b))
         if l > 1:
             delta = (delta @ weights[l - 1]) * sigmoid_prime(activations[l - 1])  # BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), (n, n_{l-1})

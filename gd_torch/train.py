@@ -2,6 +2,7 @@
 
     gd-torch train --epochs 30 --data-root ../shared/mnist     # the console script
     python -m gd_torch.train --epochs 30                        # the same, as a module
+    torchrun --nproc_per_node=2 -m gd_torch.train --epochs 30   # data-parallel (gd_torch.distributed)
     tensorboard --logdir runs                                   # watch it learn
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from gd_torch import distributed
 from gd_torch.checkpoint import save_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.data import Mnist, load_mnist, shuffled_batches
@@ -66,7 +68,7 @@ def prepare_data(config: TrainConfig, device: torch.device) -> Mnist:
 def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order: torch.Generator, step: int,
                     log: TrainingLog | None = None, progress: bool = False) -> int:
     """One pass over the training set in random mini-batches; returns the number of SGD steps taken so far."""
-    compute_gradients = ENGINES[config.engine]
+    compute_gradients = distributed.data_parallel(ENGINES[config.engine])  # unchanged unless launched by torchrun
     train = data.train
     batches = shuffled_batches(len(train), config.batch_size, order)
     for indices in tqdm(batches, leave=False, disable=not progress, unit="batch"):
@@ -97,15 +99,17 @@ def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
     return line + f"  test accuracy {100 * metrics['test_accuracy']:.2f}%  {metrics['seconds']:.2f} s"
 
 
-def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> TrainResult:
-    """Train one network as the config says, logging to a new run directory; returns it trained."""
+def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> TrainResult | None:
+    """Train one network as the config says, logging to a new run directory; returns it trained (None on torchrun ranks but 0)."""
     torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    device = distributed.start(resolve_device(config.device))
     data = prepare_data(config, device) if data is None else data.to(device)
     epochs = 1 if config.dry_run else config.epochs
     init_generator, order_generator = seeded_generators(config.seed)
     network = Network(config.layer_sizes, config.init, init_generator).to(device)
     optimizer = torch.optim.SGD(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if not distributed.is_leader():  # under torchrun only rank 0 logs, prints and checkpoints
+        return distributed.follow(network, optimizer, config, data, order_generator)
 
     run_dir = create_run_directory(config)
     write_json(run_dir / "config.json", config.to_dict())

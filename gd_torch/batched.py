@@ -1,0 +1,74 @@
+"""K networks of one shape trained as one computation: their weights stacked on a leading copy dimension.
+
+    W^l of copy k = layers[l-1].weight[k]     stacked (K, n_l, n_{l-1})
+    b^l of copy k = layers[l-1].bias[k]       stacked (K, n_l)
+
+Names and layout are those of ``Network`` with one more dimension in front, so the manual twin
+(``gd_torch.manual``, through ``ENGINES["manual"]``) runs on it unchanged as batched matmuls,
+and autograd runs the real ``Network.forward`` of every copy at once through
+``torch.func.vmap`` + ``functional_call``. Copies never mix: copy k's weights enter only its
+own cost C_k, so ∂(Σ_j C_j)/∂W_k = ∂C_k/∂W_k.
+"""
+
+import copy
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from gd_torch.cost import cost
+from gd_torch.engines import ENGINES
+from gd_torch.model import Network
+
+
+class StackedNetworks(nn.Module):
+    """K ``Network``s of the same sizes as one module; ``forward`` maps (K, n, 784) to (K, n, 10)."""
+
+    def __init__(self, networks: list[Network]):
+        super().__init__()
+        stacked, _ = stack_module_state(networks)  # {"layers.0.weight": (K, 16, 784), "layers.0.bias": (K, 16), ...}
+        self.layers = nn.ModuleList(nn.Module() for _ in networks[0].layers)
+        for name, value in stacked.items():
+            _, index, kind = name.split(".")
+            self.layers[int(index)].register_parameter(kind, nn.Parameter(value.detach()))
+        # Only the structure is needed (functional_call supplies the weights); a tuple keeps it out of parameters().
+        self._structure = (copy.deepcopy(networks[0]).to("meta"),)
+
+    def __len__(self) -> int:
+        return self.layers[0].weight.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        network = self._structure[0]
+        return vmap(lambda weights, images: functional_call(network, weights, (images,)))(dict(self.named_parameters()), x)
+
+    @torch.no_grad()
+    def copy_into(self, k: int, network: Network) -> Network:
+        """Write copy k's weights, and its gradients when there are any, into ``network`` (for evaluation and logging)."""
+        for stacked, own in zip(self.parameters(), network.parameters(), strict=True):
+            own.copy_(stacked[k])
+            own.grad = None if stacked.grad is None else stacked.grad[k]
+        return network
+
+
+def autograd_gradients(stacked: StackedNetworks, images: Tensor, targets: Tensor, convention: str) -> Tensor:
+    """∇C_k of every copy by torch.autograd through the vmapped forward; returns the costs C_k, (K,)."""
+    stacked.zero_grad(set_to_none=True)
+    costs = cost(stacked(images), targets, convention)  # (K,)
+    costs.sum().backward()  # copy k's weights enter only C_k: each gets its own ∇C_k
+    return costs.detach()
+
+
+# Each fills the stacked .grad with (K, ...) gradients and returns the (K,) batch costs.
+STACKED_ENGINES = {"manual": ENGINES["manual"], "autograd": autograd_gradients}
+
+
+@torch.no_grad()
+def sgd_step(stacked: StackedNetworks, learning_rates: Tensor, weight_decay: float) -> None:
+    """w_k ← w_k − η_k (∇C_k + λ w_k) for every copy k: torch.optim.SGD's step, with its own η_k per copy.
+
+    SGD takes one η per parameter group and a group holds whole tensors, so it cannot give the
+    K slices of a stacked tensor different rates; the (K,) rates broadcast over each copy instead.
+    """
+    for weights in stacked.parameters():
+        gradient = weights.grad if weight_decay == 0 else weights.grad.add(weights, alpha=weight_decay)
+        weights.addcmul_(learning_rates.view(-1, *[1] * (weights.dim() - 1)), gradient, value=-1)  # one fused kernel
