@@ -126,7 +126,8 @@ def test_summary_files_hold_every_copy_and_the_mean_and_std_per_rate(fake_mnist_
 def test_bad_sweep_options_are_one_line_errors(arguments, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit:
         main(["sweep", "--data-root", str(tmp_path), "--no-download", *arguments])
-    assert message in str(exit.value.code)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_sweep_configs_vary_only_seed_and_rate():
