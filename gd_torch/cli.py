@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from gd_torch.config import add_config_arguments, config_from_arguments, default_data_root
+from gd_torch.config import DEVICE_NAMES, add_config_arguments, config_from_arguments, default_data_root
 from gd_torch.errors import GdTorchError
 
 
@@ -33,6 +33,13 @@ def _eval(arguments) -> None:
     print(f"{arguments.checkpoint}: {'-'.join(map(str, config.layer_sizes))} network, trained {config.epochs} epochs")
     print(f"test cost {metrics.cost:.4f} ({config.cost} convention)  test accuracy {100 * metrics.accuracy:.2f}% "
           f"({metrics.correct:,} of {metrics.total:,})")
+
+
+def _bench(arguments) -> None:
+    from gd_torch.bench import run_bench
+
+    run_bench(arguments.data_root, arguments.download, arguments.batch_sizes, arguments.repeats, arguments.tutorial_examples,
+              arguments.threads, arguments.devices, arguments.json)
 
 
 def _check_data(arguments) -> None:
@@ -71,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", default=None, help="MNIST folder (default: the one the run was trained with)")
     evaluate.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
     evaluate.set_defaults(run=_eval)
+
+    bench = commands.add_parser("bench", help="seconds per epoch of both engines against the tutorial pipeline and the arithmetic floor")
+    bench.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")
+    bench.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100, 1000], metavar="N", help="(default: 10 100 1000)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed epochs per row after a warm-up; the table shows the median (default: 3)")
+    bench.add_argument("--tutorial-examples", type=int, default=10_000, help="images the tutorial pipeline is timed on, scaled to an epoch (default: 10000)")
+    bench.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default: 1, as gd-torch train)")
+    bench.add_argument("--devices", nargs="+", choices=DEVICE_NAMES[1:], default=None, help="(default: cpu, and cuda when present)")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    bench.set_defaults(run=_bench)
 
     check = commands.add_parser("check-data", help="report which MNIST files are present, sound and official")
     check.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")

@@ -63,6 +63,12 @@ def prepare_data(config: TrainConfig, device: torch.device) -> Mnist:
     return data.to(device)
 
 
+def network_and_optimizer(config: TrainConfig, device: torch.device, init_generator: torch.Generator) -> tuple[Network, torch.optim.SGD]:
+    """A freshly initialised network on the device, and plain SGD over its weights and biases."""
+    network = Network(config.layer_sizes, config.init, init_generator).to(device)
+    return network, torch.optim.SGD(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
 def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order: torch.Generator, step: int,
                     log: TrainingLog | None = None, progress: bool = False) -> int:
     """One pass over the training set in random mini-batches; returns the number of SGD steps taken so far."""
@@ -104,8 +110,7 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> Tra
     data = prepare_data(config, device) if data is None else data.to(device)
     epochs = 1 if config.dry_run else config.epochs
     init_generator, order_generator = seeded_generators(config.seed)
-    network = Network(config.layer_sizes, config.init, init_generator).to(device)
-    optimizer = torch.optim.SGD(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    network, optimizer = network_and_optimizer(config, device, init_generator)
 
     run_dir = create_run_directory(config)
     write_json(run_dir / "config.json", config.to_dict())
