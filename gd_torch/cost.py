@@ -29,8 +29,11 @@ def one_hot(labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 
 def cost(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tensor:
-    """C = scale · (1/n) Σ_x Σ_j (a_j − y_j)², a scalar; output and target are (n, 10)."""
-    return COST_SCALES[convention] * (output - target).square().sum(dim=1).mean()
+    """C = scale · (1/n) Σ_x Σ_j (a_j − y_j)², a scalar; output and target are (n, 10).
+
+    The double sum is ``mse_loss(reduction="sum")``: one operation, and one node for autograd.
+    """
+    return (COST_SCALES[convention] / output.shape[0]) * torch.nn.functional.mse_loss(output, target, reduction="sum")
 
 
 def cost_gradient(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tensor:

@@ -22,6 +22,7 @@ from gd_torch.errors import GdTorchError
 from gd_torch.evaluate import evaluate
 from gd_torch.model import Network
 from gd_torch.run_dir import create_run_directory, library_versions, write_json
+from gd_torch.sgd import sgd_step
 from gd_torch.tensorboard_log import TrainingLog
 
 DRY_RUN_EXAMPLES = 1_000
@@ -77,8 +78,8 @@ def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order:
     batches = shuffled_batches(len(train), config.batch_size, order)
     for indices in tqdm(batches, leave=False, disable=not progress, unit="batch"):
         indices = indices.to(train.images.device, non_blocking=True)
-        batch_cost = compute_gradients(network, train.images[indices], train.targets[indices], config.cost)
-        optimizer.step()  # w ← w − η ∇C (plus λw when --weight-decay is set)
+        batch_cost = compute_gradients(network, train.images.index_select(0, indices), train.targets.index_select(0, indices), config.cost)
+        sgd_step(optimizer)  # w ← w − η ∇C (plus λw when --weight-decay is set)
         step += 1
         if log is not None and step % config.log_every == 0:
             log.batch(step, batch_cost.item(), network, optimizer.param_groups[0]["lr"])
