@@ -200,7 +200,7 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run_bench(data_root: str, download: bool = True, batch_sizes=(10, 100, 1000), repeats: int = 3, tutorial_examples: int = 10_000,
+def run_bench(data_root: str, download: bool = True, batch_sizes=(10, 100, 1000), repeats: int = 5, tutorial_examples: int = 10_000,
               threads: int = 1, devices=None, as_json: bool = False, out=sys.stdout) -> dict:
     """Time every row on every device, print the table (or JSON) to ``out``; returns the report."""
     if repeats < 1 or threads < 1 or tutorial_examples < 1:

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")
     bench.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
     bench.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100, 1000], metavar="N", help="(default: 10 100 1000)")
-    bench.add_argument("--repeats", type=int, default=3, help="timed epochs per row after a warm-up; the table shows the median (default: 3)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed epochs per row after a warm-up; the table shows the median (default: 5)")
     bench.add_argument("--tutorial-examples", type=int, default=10_000, help="images the tutorial pipeline is timed on, scaled to an epoch (default: 10000)")
     bench.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default: 1, as gd-torch train)")
     bench.add_argument("--devices", nargs="+", choices=DEVICE_NAMES[1:], default=None, help="(default: cpu, and cuda when present)")

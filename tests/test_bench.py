@@ -14,7 +14,6 @@ from gd_torch.errors import GdTorchError
 from gd_torch.model import INPUT_SIZE, OUTPUT_SIZE, Network
 
 
-
 @pytest.mark.parametrize("hidden_sizes", [(16, 16), (30,), (5, 9, 2)])
 def test_flops_per_example_is_what_autograd_runs(hidden_sizes):
     """The floor's FLOP count against PyTorch's own count of one autograd step's matmuls."""
