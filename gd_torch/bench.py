@@ -5,11 +5,11 @@
 
 Every row is one pass of SGD over the training set (60,000 images), timed with the same
 ``train_one_epoch`` that ``gd-torch train`` runs. Each row is warmed up once, then timed in
-``--repeats`` rounds that visit every row in turn (so a burst of load from other processes
-hits all rows alike); the table shows the median.
+``--repeats`` rounds that visit every row in turn, and the matmul throughput behind the floor,
+so that a burst of load from other processes hits all rows alike; the table shows the median.
 
-The floor is FLOPs per epoch / matmul throughput, the throughput measured in the same run on
-a large square matmul. Per example the network costs 2 Σ_l n_{l-1} n_l FLOPs forward, the
+The floor is FLOPs per epoch / matmul throughput, the throughput measured in the same rounds on
+a large square float32 matmul. Per example the network costs 2 Σ_l n_{l-1} n_l FLOPs forward, the
 same again for ∂C/∂W (BP4) and 2 Σ_{l≥2} n_{l-1} n_l to carry δ back (BP2); the elementwise
 work (σ, σ', the cost) is left out, so no real step reaches the floor.
 """
@@ -63,7 +63,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_flops_per_second(device: torch.device, repeats: int = 7) -> float:
+def matmul_flops_per_second(device: torch.device, repeats: int = 5) -> float:
     """This machine's float32 matmul throughput: median over ``repeats`` n×n @ n×n products."""
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.rand(MATMUL_SIZE, MATMUL_SIZE, generator=generator).to(device) for _ in range(2))
@@ -156,14 +156,16 @@ def bench_device(config: TrainConfig, device: torch.device, batch_sizes: list[in
     logged = engine_row(config.engine, batch_sizes[0], data, device, log_dir)
     rows.append(logged)
     rows.append(evaluation_row(data, device))
+    throughputs = []
     for number in range(repeats + 1):  # round 0 warms up
         for row in rows:
             seconds = row.epoch()
             if number:
                 row.seconds.append(seconds)
+        throughputs.append(matmul_flops_per_second(device))
         progress(f"round {number}/{repeats} done" if number else "warm-up done")
 
-    throughput = matmul_flops_per_second(device)
+    throughput = statistics.median(throughputs[1:])
     flops = flops_per_example(config.layer_sizes) * len(data.train)
     floor = flops / throughput
     tutorial = {row.batch_size: row.median for row in rows if row.name.startswith("tutorial")}
