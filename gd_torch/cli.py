@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from gd_torch.config import add_config_arguments, config_from_arguments, default_data_root
+from gd_torch.config import DEVICE_NAMES, add_config_arguments, config_from_arguments, default_data_root
 from gd_torch.errors import GdTorchError
 
 
@@ -30,11 +30,15 @@ def _sweep(arguments) -> None:
 
 
 def _bench(arguments) -> None:
-    from gd_torch.bench_sweep import bench_sweep
+    if arguments.sweep:
+        from gd_torch.bench_sweep import bench_sweep
 
-    if not arguments.sweep:
-        raise GdTorchError("give --sweep (the only benchmark here so far)")
-    bench_sweep(arguments.data_root, arguments.copies, arguments.train_images, arguments.epochs)
+        bench_sweep(arguments.data_root, arguments.copies, arguments.train_images, arguments.epochs)
+        return
+    from gd_torch.bench import run_bench
+
+    run_bench(arguments.data_root, arguments.download, arguments.batch_sizes, arguments.repeats, arguments.tutorial_examples,
+              arguments.threads, arguments.devices, arguments.json)
 
 
 def _eval(arguments) -> None:
@@ -110,12 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--learning-rates", type=float, nargs="+", metavar="η", help="train every seed at each rate (default: --learning-rate)")
     sweep.set_defaults(run=_sweep)
 
-    bench = commands.add_parser("bench", help="measure training speed")
-    bench.add_argument("--sweep", action="store_true", help="K seeds one after another vs one batched sweep, and torchrun with 1 and 2 processes")
-    bench.add_argument("--copies", type=int, nargs="+", default=[1, 4, 16, 64], metavar="K", help="sweep sizes to time (default: 1 4 16 64)")
-    bench.add_argument("--train-images", type=int, default=10_000, metavar="N", help="train on the first N images, to keep it short (default: 10000)")
-    bench.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
+    bench = commands.add_parser("bench", help="seconds per epoch of both engines against the tutorial pipeline and the arithmetic floor; --sweep: batched sweeps and torchrun")
     bench.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")
+    bench.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100, 1000], metavar="N", help="(default: 10 100 1000)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed epochs per row after a warm-up; the table shows the median (default: 5)")
+    bench.add_argument("--tutorial-examples", type=int, default=10_000, help="images the tutorial pipeline is timed on, scaled to an epoch (default: 10000)")
+    bench.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default: 1, as gd-torch train)")
+    bench.add_argument("--devices", nargs="+", choices=DEVICE_NAMES[1:], default=None, help="(default: cpu, and cuda when present)")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    sweep_bench = bench.add_argument_group("--sweep", "K seeds one after another vs one batched sweep, and torchrun with 1 and 2 processes")
+    sweep_bench.add_argument("--sweep", action="store_true", help="time sweeps and torchrun instead of the engines")
+    sweep_bench.add_argument("--copies", type=int, nargs="+", default=[1, 4, 16, 64], metavar="K", help="sweep sizes to time (default: 1 4 16 64)")
+    sweep_bench.add_argument("--train-images", type=int, default=10_000, metavar="N", help="train on the first N images, to keep it short (default: 10000)")
+    sweep_bench.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
     bench.set_defaults(run=_bench)
 
     evaluate = commands.add_parser("eval", help="test cost and accuracy of a checkpoint")

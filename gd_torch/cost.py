@@ -32,8 +32,10 @@ def cost(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tenso
     """C = scale · (1/n) Σ_x Σ_j (a_j − y_j)², a scalar; output and target are (n, 10).
 
     For K stacked networks (``gd_torch.sweep``) they are (K, n, 10) and C is (K,), one cost per network.
+    ``mse_loss`` without reduction is one operation (and one autograd node) for all the squares.
     """
-    return COST_SCALES[convention] * (output - target).square().sum(dim=-1).mean(dim=-1)
+    squares = torch.nn.functional.mse_loss(output, target, reduction="none")  # (a_j − y_j)², (n, 10) or (K, n, 10)
+    return (COST_SCALES[convention] / output.shape[-2]) * squares.sum(dim=(-2, -1))
 
 
 def cost_gradient(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tensor:

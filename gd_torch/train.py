@@ -24,6 +24,7 @@ from gd_torch.errors import GdTorchError
 from gd_torch.evaluate import evaluate
 from gd_torch.model import Network
 from gd_torch.run_dir import create_run_directory, library_versions, write_json
+from gd_torch.sgd import sgd_step
 from gd_torch.tensorboard_log import TrainingLog
 
 DRY_RUN_EXAMPLES = 1_000
@@ -65,6 +66,12 @@ def prepare_data(config: TrainConfig, device: torch.device) -> Mnist:
     return data.to(device)
 
 
+def network_and_optimizer(config: TrainConfig, device: torch.device, init_generator: torch.Generator) -> tuple[Network, torch.optim.SGD]:
+    """A freshly initialised network on the device, and plain SGD over its weights and biases."""
+    network = Network(config.layer_sizes, config.init, init_generator).to(device)
+    return network, torch.optim.SGD(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
 def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order: torch.Generator, step: int,
                     log: TrainingLog | None = None, progress: bool = False) -> int:
     """One pass over the training set in random mini-batches; returns the number of SGD steps taken so far."""
@@ -73,8 +80,8 @@ def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order:
     batches = shuffled_batches(len(train), config.batch_size, order)
     for indices in tqdm(batches, leave=False, disable=not progress, unit="batch"):
         indices = indices.to(train.images.device, non_blocking=True)
-        batch_cost = compute_gradients(network, train.images[indices], train.targets[indices], config.cost)
-        optimizer.step()  # w ← w − η ∇C (plus λw when --weight-decay is set)
+        batch_cost = compute_gradients(network, train.images.index_select(0, indices), train.targets.index_select(0, indices), config.cost)
+        sgd_step(optimizer)  # w ← w − η ∇C (plus λw when --weight-decay is set)
         step += 1
         if log is not None and step % config.log_every == 0:
             log.batch(step, batch_cost.item(), network, optimizer.param_groups[0]["lr"])
@@ -106,8 +113,7 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> Tra
     data = prepare_data(config, device) if data is None else data.to(device)
     epochs = 1 if config.dry_run else config.epochs
     init_generator, order_generator = seeded_generators(config.seed)
-    network = Network(config.layer_sizes, config.init, init_generator).to(device)
-    optimizer = torch.optim.SGD(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    network, optimizer = network_and_optimizer(config, device, init_generator)
     if not distributed.is_leader():  # under torchrun only rank 0 logs, prints and checkpoints
         return distributed.follow(network, optimizer, config, data, order_generator)
 

@@ -1,0 +1,232 @@
+"""How fast one epoch of SGD runs, against the common tutorial pipeline and the arithmetic floor.
+
+    gd-torch bench                          # the table: CPU (and CUDA when present), 1 thread
+    gd-torch bench --json > bench.json      # the same numbers as JSON, to track over time
+
+Every row is one pass of SGD over the training set (60,000 images), timed with the same
+``train_one_epoch`` that ``gd-torch train`` runs. Each row is warmed up once, then timed in
+``--repeats`` rounds that visit every row in turn, and the matmul throughput behind the floor,
+so that a burst of load from other processes hits all rows alike; the table shows the median.
+
+The floor is FLOPs per epoch / matmul throughput, the throughput measured in the same rounds on
+a large square float32 matmul. Per example the network costs 2 Σ_l n_{l-1} n_l FLOPs forward, the
+same again for ∂C/∂W (BP4) and 2 Σ_{l≥2} n_{l-1} n_l to carry δ back (BP2); the elementwise
+work (σ, σ', the cost) is left out, so no real step reaches the floor.
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from gd_torch.config import TrainConfig
+from gd_torch.cost import one_hot
+from gd_torch.data import Mnist
+from gd_torch.errors import GdTorchError
+from gd_torch.evaluate import evaluate
+from gd_torch.tensorboard_log import TrainingLog
+from gd_torch.train import network_and_optimizer, prepare_data, resolve_device, seeded_generators, train_one_epoch
+
+MATMUL_SIZE = 1024
+
+
+@dataclass
+class Row:
+    name: str
+    batch_size: int | None
+    epoch: Callable[[], float]  # runs (part of) one epoch, returns the seconds a whole epoch takes
+    examples: int  # examples in one epoch
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def flops_per_example(layer_sizes: tuple[int, ...]) -> int:
+    """Matmul FLOPs of one example's forward and backward pass (see the module docstring)."""
+    products = [n_in * n_out for n_in, n_out in zip(layer_sizes, layer_sizes[1:])]
+    return 2 * sum(products) + 2 * sum(products) + 2 * sum(products[1:])
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that the clock measures it (CPU work is already done)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops_per_second(device: torch.device, repeats: int = 5) -> float:
+    """This machine's float32 matmul throughput: median over ``repeats`` n×n @ n×n products."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(MATMUL_SIZE, MATMUL_SIZE, generator=generator).to(device) for _ in range(2))
+    seconds = []
+    for _ in range(repeats + 1):  # the first one warms up
+        synchronize(device)
+        started = time.perf_counter()
+        a @ b
+        synchronize(device)
+        seconds.append(time.perf_counter() - started)
+    return 2 * MATMUL_SIZE**3 / statistics.median(seconds[1:])
+
+
+def timed(run: Callable[[], None], device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    run()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def engine_row(engine: str, batch_size: int, data: Mnist, device: torch.device, log_dir: str | None = None) -> Row:
+    """Our engine exactly as ``gd-torch train`` runs it: ``train_one_epoch`` (and the TensorBoard log at its defaults)."""
+    config = TrainConfig(engine=engine, batch_size=batch_size, data_root="")
+    init_generator, order_generator = seeded_generators(config.seed)
+    network, optimizer = network_and_optimizer(config, device, init_generator)
+    log = TrainingLog(log_dir) if log_dir else None
+
+    def epoch() -> None:
+        train_one_epoch(network, optimizer, config, data, order_generator, 0, log)
+        if log is not None:
+            log.epoch(1, {"seconds": 0.0}, network)  # the per-epoch histograms of a real run
+
+    name = f"{engine}" + (", TensorBoard log on" if log else "")
+    return Row(name, batch_size, lambda: timed(epoch, device), len(data.train))
+
+
+def tutorial_row(config: TrainConfig, batch_size: int, examples: int, device: torch.device) -> Row:
+    """The common tutorial pipeline, timed on its first ``examples`` images and scaled to a whole epoch:
+
+    MNIST(transform=ToTensor()) + DataLoader(shuffle=True) + nn.Sequential + nn.MSELoss + autograd + SGD.
+    """
+    from torchvision import datasets, transforms
+
+    dataset = datasets.MNIST(config.data_root, train=True, download=config.download, transform=transforms.ToTensor())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+    layers = [nn.Flatten()]
+    for n_in, n_out in zip(config.layer_sizes, config.layer_sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.Sigmoid()]
+    model = nn.Sequential(*layers).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate)
+    loss_function = nn.MSELoss()
+    steps = max(1, min(len(loader), examples // batch_size))
+
+    def part_of_epoch() -> None:
+        for step, (images, labels) in enumerate(loader, start=1):
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad()
+            loss = loss_function(model(images), one_hot(labels))
+            loss.backward()
+            optimizer.step()
+            if step == steps:
+                break
+
+    return Row(f"tutorial pipeline ({steps * batch_size:,} images, scaled)", batch_size,
+               lambda: timed(part_of_epoch, device) * len(loader) / steps, len(dataset))
+
+
+def evaluation_row(data: Mnist, device: torch.device) -> Row:
+    """What ``gd-torch train`` adds per epoch: cost and accuracy on the training and test sets."""
+    network, _ = network_and_optimizer(TrainConfig(data_root=""), device, torch.Generator().manual_seed(0))
+
+    def epoch() -> None:
+        for split in (data.train, data.test):
+            evaluate(network, split, "quadratic")
+
+    return Row("evaluation, train + test sets", None, lambda: timed(epoch, device), len(data.train) + len(data.test))
+
+
+def bench_device(config: TrainConfig, device: torch.device, batch_sizes: list[int], repeats: int, tutorial_examples: int,
+                 log_dir: str, progress) -> dict:
+    """The rows for one device, timed; returns the JSON-ready report."""
+    data = prepare_data(config, device)
+    if not all(1 <= batch_size <= len(data.train) for batch_size in batch_sizes):
+        raise GdTorchError(f"--batch-sizes must lie between 1 and the {len(data.train):,} training images")
+    rows = []
+    for batch_size in batch_sizes:
+        rows.append(tutorial_row(config, batch_size, tutorial_examples, device))
+        rows += [engine_row(engine, batch_size, data, device) for engine in ("autograd", "manual")]
+    logged = engine_row(config.engine, batch_sizes[0], data, device, log_dir)
+    rows.append(logged)
+    rows.append(evaluation_row(data, device))
+    throughputs = []
+    for number in range(repeats + 1):  # round 0 warms up
+        for row in rows:
+            seconds = row.epoch()
+            if number:
+                row.seconds.append(seconds)
+        throughputs.append(matmul_flops_per_second(device))
+        progress(f"round {number}/{repeats} done" if number else "warm-up done")
+
+    throughput = statistics.median(throughputs[1:])
+    flops = flops_per_example(config.layer_sizes) * len(data.train)
+    floor = flops / throughput
+    tutorial = {row.batch_size: row.median for row in rows if row.name.startswith("tutorial")}
+    plain = next(row for row in rows if row.name == config.engine and row.batch_size == logged.batch_size)
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "matmul_gflop_per_second": throughput / 1e9,
+        "gflop_per_epoch": flops / 1e9,
+        "floor_seconds_per_epoch": floor,
+        "logging_overhead": logged.median / plain.median - 1,
+        "rows": [{
+            "name": row.name,
+            "batch_size": row.batch_size,
+            "seconds_per_epoch": row.median,
+            "examples_per_second": row.examples / row.median,
+            "times_floor": row.median / floor if row.batch_size else None,
+            "speedup_over_tutorial": tutorial[row.batch_size] / row.median if row.batch_size in tutorial else None,
+            "repetitions": row.seconds,
+        } for row in rows],
+    }
+
+
+def table(report: dict) -> str:
+    lines = [f"\ndevice {report['device']}, {report['threads']} thread(s): matmul {report['matmul_gflop_per_second']:.1f} GFLOP/s, "
+             f"{report['gflop_per_epoch']:.2f} GFLOP per epoch -> floor {report['floor_seconds_per_epoch']:.3f} s/epoch",
+             f"{'':44}{'batch':>6}{'s/epoch':>10}{'examples/s':>12}{'x floor':>9}{'x faster than tutorial':>24}"]
+    for row in report["rows"]:
+        floor = f"{row['times_floor']:.1f}" if row["times_floor"] else "-"
+        speedup = f"{row['speedup_over_tutorial']:.1f}" if row["speedup_over_tutorial"] else "-"
+        lines.append(f"{row['name']:<44}{row['batch_size'] or '-':>6}{row['seconds_per_epoch']:>10.3f}"
+                     f"{row['examples_per_second']:>12,.0f}{floor:>9}{speedup:>24}")
+    lines.append(f"TensorBoard logging at its defaults adds {100 * report['logging_overhead']:+.1f}% to the epoch")
+    return "\n".join(lines)
+
+
+def run_bench(data_root: str, download: bool = True, batch_sizes=(10, 100, 1000), repeats: int = 5, tutorial_examples: int = 10_000,
+              threads: int = 1, devices=None, as_json: bool = False, out=sys.stdout) -> dict:
+    """Time every row on every device, print the table (or JSON) to ``out``; returns the report."""
+    if repeats < 1 or threads < 1 or tutorial_examples < 1:
+        raise GdTorchError("--repeats, --threads and --tutorial-examples must be positive integers")
+    torch.set_num_threads(threads)
+    config = TrainConfig(data_root=data_root, download=download, threads=threads)
+    devices = devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    report = {"torch": torch.__version__, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+              "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()[0], "network": "-".join(map(str, config.layer_sizes)),
+              "repeats": repeats, "devices": []}
+
+    def progress(message):
+        print(f"gd-torch bench: {message}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory() as log_dir:
+        for name in devices:
+            report["devices"].append(bench_device(config, resolve_device(name), list(batch_sizes), repeats, tutorial_examples, log_dir, progress))
+    report["load_average_after"] = os.getloadavg()[0]
+    if as_json:
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        print(f"gd-torch bench: {report['network']} network, torch {report['torch']}, {report['cpu_count']} CPUs, "
+              f"load average {report['load_average_before']:.1f} before and {report['load_average_after']:.1f} after; "
+              f"median of {repeats} epochs", file=out)
+        for device_report in report["devices"]:
+            print(table(device_report), file=out)
+    return report
