@@ -14,9 +14,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train(arguments) -> None:
+    from gd_torch.resume import saved_config
     from gd_torch.train import train
 
-    train(config_from_arguments(arguments))
+    base = saved_config(arguments.resume) if arguments.resume else None  # options given go over the run's own
+    train(config_from_arguments(arguments, base), resume=arguments.resume)
 
 
 def _eval(arguments) -> None:
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a network by SGD and log it to TensorBoard")
     add_config_arguments(train)
+    train.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue an interrupted or finished run in its own "
+                       "directory from its last.pt (or the .pt given); only --epochs and options that do not change the result may be given")
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("eval", help="test cost and accuracy of a checkpoint")
@@ -83,4 +87,5 @@ def main(argv: list[str] | None = None) -> None:
     try:
         arguments.run(arguments)
     except GdTorchError as error:
-        sys.exit(f"gd-torch {arguments.command}: error: {error}")
+        print(f"gd-torch {arguments.command}: error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
