@@ -29,8 +29,11 @@ REQUIRED_KEYS = ("model", "optimizer", "config", "epoch", "step")
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: to a temporary file in the same directory, then rename over ``path``."""
     temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # only there when writing failed (disk full, a second Ctrl-C)
 
 
 def training_checkpoint(network: Network, optimizer: torch.optim.Optimizer, config: TrainConfig, *, epoch: int, step: int,
