@@ -8,6 +8,9 @@ from gd_torch.errors import GdTorchError
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *arguments, **options):
+        super().__init__(*arguments, allow_abbrev=False, **options)  # else --lr would mean --lr-schedule
+
     def error(self, message):
         """Usage mistakes as one line naming the problem (argparse prints the usage too)."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
