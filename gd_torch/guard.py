@@ -9,14 +9,16 @@ Divergence: a non-finite cost, or weights that went non-finite or beyond ±1e20,
 (exit status 3) before any of them is saved. Weights that large mean SGD has blown up (with
 --weight-decay λ, each step multiplies w by 1 − ηλ, so ηλ > 2 makes it grow geometrically):
 every sigmoid is saturated, and TensorBoard's histograms stop at ±1e20 anyway.
+
 What is checked, and how often, is a matter of cost:
 the batch cost is a scalar the step computes anyway, so it is checked before every update on
-the CPU (about 1 µs of a step's ~200 µs), but only every --log-every steps on an accelerator,
-where reading it forces a device sync that the logging pays at those steps anyway. A NaN
-gradient gives NaN weights, whose cost is NaN in the very next step. But weights can also
-grow to ±inf while the saturated sigmoids keep the cost finite, so the weights themselves are
-checked every --log-every steps (looking at all 13,002 of them costs ~40 µs: 20% more on every
-step if done every step), and with the gradients before every checkpoint and histogram.
+the CPU, but only every --log-every steps on an accelerator, where reading it forces a device
+sync (the logging pays one at those steps anyway). A NaN gradient gives NaN weights, whose
+cost is NaN in the very next step. But weights can also grow to ±inf while the saturated
+sigmoids keep the cost finite, so the weights themselves are checked every --log-every steps,
+and with the gradients before every checkpoint and histogram. Measured on one CPU thread
+(batch 10, manual engine): these checks add ~6 µs to a 188 µs step; checking all 13,002
+weights every step would add ~115 µs.
 """
 
 import math
