@@ -4,8 +4,14 @@
     optimizer           torch.optim.SGD's state_dict
     config              TrainConfig.to_dict()
     epoch, step         epochs finished and SGD steps taken when it was written
-    batch_order_state   the batch-order torch.Generator's state (ByteTensor)
+    batch_order_state   the batch-order torch.Generator's state that epoch + 1's order is drawn from (ByteTensor)
+    batches_done        batches of epoch + 1 already trained on: 0, except when stopped mid-epoch
+    torch_rng_state     torch's global CPU RNG state (ByteTensor)
     best_test_accuracy  the best per-epoch test accuracy so far
+    history             the per-epoch metrics so far (TrainResult.history)
+
+A run keeps two in its directory: last.pt (rewritten every --checkpoint-every epochs, after
+the last epoch and when stopped) and best.pt (the epoch with the best test accuracy).
 """
 
 import os
@@ -23,8 +29,21 @@ REQUIRED_KEYS = ("model", "optimizer", "config", "epoch", "step")
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: to a temporary file in the same directory, then rename over ``path``."""
     temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # only there when writing failed (disk full, a second Ctrl-C)
+
+
+def training_checkpoint(network: Network, optimizer: torch.optim.Optimizer, config: TrainConfig, *, epoch: int, step: int,
+                        batch_order_state: torch.Tensor, batches_done: int, best_test_accuracy: float, history: list[dict]) -> dict:
+    """Everything the next SGD step depends on, so a resumed run continues bit for bit (see ``gd_torch.resume``)."""
+    return {
+        "model": network.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
+        "epoch": epoch, "step": step, "batch_order_state": batch_order_state, "batches_done": batches_done,
+        "torch_rng_state": torch.get_rng_state(), "best_test_accuracy": best_test_accuracy, "history": history,
+    }
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -8,15 +8,20 @@ from gd_torch.errors import GdTorchError
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *arguments, **options):
+        super().__init__(*arguments, allow_abbrev=False, **options)  # else --lr would mean --lr-schedule
+
     def error(self, message):
         """Usage mistakes as one line naming the problem (argparse prints the usage too)."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _train(arguments) -> None:
+    from gd_torch.resume import saved_config
     from gd_torch.train import train
 
-    train(config_from_arguments(arguments))
+    base = saved_config(arguments.resume) if arguments.resume else None  # options given go over the run's own
+    train(config_from_arguments(arguments, base), resume=arguments.resume)
 
 
 def _sweep(arguments) -> None:
@@ -104,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a network by SGD and log it to TensorBoard")
     add_config_arguments(train)
+    train.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue an interrupted or finished run in its own "
+                       "directory from its last.pt (or the .pt given); only --epochs and options that do not change the result may be given")
     train.set_defaults(run=_train)
 
     sweep = commands.add_parser("sweep", help="train many seeds and learning rates at once, as one batched computation")
@@ -163,4 +170,4 @@ def main(argv: list[str] | None = None) -> None:
         arguments.run(arguments)
     except GdTorchError as error:
         print(f"gd-torch {arguments.command}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(error.exit_code)

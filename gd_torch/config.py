@@ -18,6 +18,7 @@ from gd_torch.model import INITIALIZATIONS, INPUT_SIZE, OUTPUT_SIZE
 ENGINE_NAMES = ("manual", "autograd")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+FLOAT32_MAX = 3.4028234663852886e38  # the weights are float32: a larger η or λ overflows in the very first step
 
 
 def default_data_root() -> str:
@@ -52,18 +53,20 @@ class TrainConfig:
     run_name: str = _option("", "readable part of the run directory's name (default: from the settings)")
     log_every: int = _option(100, "log the mini-batch cost and gradient norm to TensorBoard every N steps")
     image_every: int = _option(5, "draw the first-layer weights and the test confusion matrix into TensorBoard's IMAGES tab every N epochs and after the last (0: never)")
+    checkpoint_every: int = _option(1, "write runs/<run>/last.pt every N epochs (and always after the last one and when stopped)")
     dry_run: bool = _option(False, "a quick check: 1 epoch on 1,000 training and 1,000 test images")
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
-        for name in ("epochs", "batch_size", "threads", "log_every"):
+        for name in ("epochs", "batch_size", "threads", "log_every", "checkpoint_every"):
             _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "a positive integer")
         _require(all(_is_int(n) and n >= 1 for n in self.hidden_sizes), "hidden_sizes", "positive integers")
-        _require(_is_int(self.seed) and self.seed >= 0, "seed", "a non-negative integer")
+        _require(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "an integer in 0 .. 2**63 - 1")  # 2·seed + 1 seeds a generator
         _require(_is_int(self.validation_size) and self.validation_size >= 0, "validation_size", "a non-negative integer")
         _require(_is_int(self.image_every) and self.image_every >= 0, "image_every", "a non-negative integer")
-        _require(_is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0")
-        _require(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        _require(_is_number(self.learning_rate) and 0 < self.learning_rate <= FLOAT32_MAX, "learning_rate", "a finite number > 0 (and within float32)")
+        _require(_is_number(self.weight_decay) and 0 <= self.weight_decay <= FLOAT32_MAX, "weight_decay", "a finite number >= 0 (and within float32)")
+        _require("/" not in self.run_name and "\\" not in self.run_name and self.run_name not in (".", ".."), "run_name", "a plain name (no / or ..)")
         for name in ("cost", "init", "engine", "device", "lr_schedule"):
             choices = _choices(name)
             _require(getattr(self, name) in choices, name, "one of " + ", ".join(choices))

@@ -57,7 +57,7 @@ def load_mnist(root: str, download: bool = True, validation_size: int = 0) -> Mn
     """The 60,000 training and 10,000 test digits; the last ``validation_size`` training images
     are held out as a validation set (Nielsen uses 10,000, leaving 50,000 to train on)."""
     if raw_folder(root).exists() or not download:
-        check_files(root)
+        check_files(root, missing_ok=download)
     train, test = _read(root, True, download), _read(root, False, download)
     if validation_size >= len(train):
         raise GdTorchError(f"--validation-size {validation_size} leaves no training images (there are {len(train)})")

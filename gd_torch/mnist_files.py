@@ -42,7 +42,10 @@ def where_files_go(root: str | Path) -> str:
 
 def idx_problem(path: Path, file: MnistFile) -> str | None:
     """What is wrong with an IDX file (header, size, label range), or None when it is sound."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return f"{path}: cannot be read ({error.strerror})"
     expected_magic = IMAGE_MAGIC if file.is_images else LABEL_MAGIC
     header_size = 16 if file.is_images else 8
     if len(data) < header_size:
@@ -62,15 +65,17 @@ def idx_problem(path: Path, file: MnistFile) -> str | None:
     return None
 
 
-def check_files(root: str | Path) -> None:
+def check_files(root: str | Path, missing_ok: bool = True) -> None:
     """Refuse, naming the file and the problem, any MNIST file present under root that is unsound.
 
-    Missing files are left to torchvision, which downloads them when asked to.
+    Missing files are left to torchvision, which downloads them, unless not ``missing_ok``.
     """
     folder = raw_folder(root)
     counts = {}
     for file in MNIST_FILES:
         path = folder / file.name
+        if not path.is_file() and not missing_ok:
+            raise GdTorchError(f"{path} is missing (and --no-download was given): {where_files_go(root)}")
         if path.is_file():
             problem = idx_problem(path, file)
             if problem:

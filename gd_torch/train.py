@@ -3,12 +3,13 @@
     gd-torch train --epochs 30 --data-root ../shared/mnist     # the console script
     python -m gd_torch.train --epochs 30                        # the same, as a module
     torchrun --nproc_per_node=2 -m gd_torch.train --epochs 30   # data-parallel (gd_torch.distributed)
+    gd-torch train --resume runs/<run>                          # continue a stopped run (Ctrl-C saves one)
     tensorboard --logdir runs                                   # watch it learn
 """
 
-import math
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +17,15 @@ import torch
 from tqdm import tqdm
 
 from gd_torch import distributed
-from gd_torch.checkpoint import save_checkpoint
+from gd_torch.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.data import Mnist, load_mnist, shuffled_batches
 from gd_torch.engines import ENGINES
 from gd_torch.errors import GdTorchError
 from gd_torch.evaluate import evaluate
+from gd_torch.guard import RunGuard
 from gd_torch.model import Network
+from gd_torch.resume import Progress, load_resumable, restore
 from gd_torch.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.sgd import sgd_step
 from gd_torch.tensorboard_log import TrainingLog
@@ -73,18 +76,23 @@ def network_and_optimizer(config: TrainConfig, device: torch.device, init_genera
 
 
 def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order: torch.Generator, step: int,
-                    log: TrainingLog | None = None, progress: bool = False) -> int:
-    """One pass over the training set in random mini-batches; returns the number of SGD steps taken so far."""
+                    log: TrainingLog | None = None, progress: bool = False, skip: int = 0, guard: RunGuard | None = None) -> int:
+    """One pass over the training set in random mini-batches (less its first ``skip``, done before a stop);
+    returns the number of SGD steps taken so far. Returns early when ``guard`` was asked to stop."""
     compute_gradients = distributed.data_parallel(ENGINES[config.engine])  # unchanged unless launched by torchrun
     train = data.train
-    batches = shuffled_batches(len(train), config.batch_size, order)
+    batches = shuffled_batches(len(train), config.batch_size, order)[skip:]
     for indices in tqdm(batches, leave=False, disable=not progress, unit="batch"):
         indices = indices.to(train.images.device, non_blocking=True)
         batch_cost = compute_gradients(network, train.images.index_select(0, indices), train.targets.index_select(0, indices), config.cost)
+        if guard is not None:
+            guard.check_step(step + 1, batch_cost, network)  # NaN or inf: stop before this update
         sgd_step(optimizer)  # w ← w − η ∇C (plus λw when --weight-decay is set)
         step += 1
         if log is not None and step % config.log_every == 0:
             log.batch(step, batch_cost.item(), network, optimizer.param_groups[0]["lr"])
+        if guard is not None and guard.stop_signal:  # Ctrl-C or SIGTERM: train() saves a checkpoint
+            break
     return step
 
 
@@ -106,49 +114,66 @@ def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
     return line + f"  test accuracy {100 * metrics['test_accuracy']:.2f}%  {metrics['seconds']:.2f} s"
 
 
-def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> TrainResult | None:
-    """Train one network as the config says, logging to a new run directory; returns it trained (None on torchrun ranks but 0)."""
+def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume: str | Path | None = None) -> TrainResult | None:
+    """Train one network as the config says, logging to a new run directory; returns it trained (None on torchrun ranks but 0).
+
+    ``resume`` (a run directory or checkpoint) continues that run in its own directory instead.
+    """
     torch.set_num_threads(config.threads)
+    if resume and distributed.launched_by_torchrun():
+        raise GdTorchError("--resume is not supported under torchrun: resume the run in a single process")
     device = distributed.start(resolve_device(config.device))
+    run_dir, checkpoint = load_resumable(resume, config) if resume else (None, None)
     data = prepare_data(config, device) if data is None else data.to(device)
     epochs = 1 if config.dry_run else config.epochs
     init_generator, order_generator = seeded_generators(config.seed)
     network, optimizer = network_and_optimizer(config, device, init_generator)
     if not distributed.is_leader():  # under torchrun only rank 0 logs, prints and checkpoints
         return distributed.follow(network, optimizer, config, data, order_generator)
+    done = restore(checkpoint, network, optimizer, order_generator) if checkpoint else Progress()
 
-    run_dir = create_run_directory(config)
+    run_dir = run_dir or create_run_directory(config)
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "versions.json", library_versions() | {"device": str(device)})
     print(f"gd-torch train: {'-'.join(map(str, config.layer_sizes))} network, {network.num_parameters:,} weights and biases, "
           f"{len(data.train):,} training images, device {device}, run {run_dir}\n{config.describe()}", file=out, flush=True)
+    if checkpoint:
+        print(f"resuming after epoch {done.epoch}, step {done.step}", file=out, flush=True)
 
-    result = TrainResult(run_dir, network)
-    log = TrainingLog(run_dir)
-    step, best = 0, 0.0
-    try:
-        for epoch in range(1, epochs + 1):
+    result = TrainResult(run_dir, network, done.history)
+    step, best, skip = done.step, done.best_test_accuracy, done.batches_done
+    log = TrainingLog(run_dir, purge_step=done.step + 1 if checkpoint else None)  # resumed: drop what was logged after the checkpoint
+    with closing(log), RunGuard(config, device, run_dir) as guard:
+        for epoch in range(done.epoch + 1, epochs + 1):
             started = time.perf_counter()
+            guard.epoch = epoch
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate_at(epoch)
-            step = train_one_epoch(network, optimizer, config, data, order_generator, step, log, progress=sys.stderr.isatty())
+            epoch_order_state, epoch_start = order_generator.get_state(), step - skip  # what a mid-epoch checkpoint needs
+            step = train_one_epoch(network, optimizer, config, data, order_generator, step, log, progress=sys.stderr.isatty(), skip=skip, guard=guard)
+            skip = 0
+            if guard.stop_signal:
+                save_checkpoint(run_dir / "last.pt", training_checkpoint(
+                    network, optimizer, config, epoch=epoch - 1, step=step, batch_order_state=epoch_order_state,
+                    batches_done=step - epoch_start, best_test_accuracy=best, history=result.history))
+                raise guard.interrupted(step, step - epoch_start)
             metrics = measure(network, config, data) | {"seconds": time.perf_counter() - started, "learning_rate": config.learning_rate_at(epoch)}
-            if not math.isfinite(metrics["train_cost"]):
-                raise GdTorchError(f"the cost became {metrics['train_cost']} in epoch {epoch} at --learning-rate {config.learning_rate}: lower it")
+            guard.check_epoch(step, metrics["train_cost"], network)
+            improved = metrics["test_accuracy"] >= best
             best = max(best, metrics["test_accuracy"])
             result.history.append({"epoch": epoch, "step": step} | metrics)
             print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
             log.epoch(epoch, metrics, network)
             if config.image_every and (epoch % config.image_every == 0 or epoch == epochs):
                 log.images(epoch, network, data.test)
-            save_checkpoint(run_dir / "last.pt", {
-                "model": network.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-                "epoch": epoch, "step": step, "batch_order_state": order_generator.get_state(), "best_test_accuracy": best,
-            })
+            state = training_checkpoint(network, optimizer, config, epoch=epoch, step=step, batch_order_state=order_generator.get_state(),
+                                        batches_done=0, best_test_accuracy=best, history=result.history)
+            if epoch % config.checkpoint_every == 0 or epoch == epochs:
+                save_checkpoint(run_dir / "last.pt", state)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", state)
         final = {k: result.final[k] for k in ("test_accuracy", "test_cost", "train_cost")} | {"best_test_accuracy": best}
         log.hyperparameters(config, final, epochs)
-    finally:
-        log.close()
     print(f"final test accuracy {100 * result.final['test_accuracy']:.2f}% (best {100 * best:.2f}%); "
           f"run saved in {run_dir}; view it with: tensorboard --logdir {config.runs_dir}", file=out, flush=True)
     return result

@@ -1,0 +1,110 @@
+"""Stopping a run early without losing it: on Ctrl-C / SIGTERM, and when it diverges.
+
+Ctrl-C (SIGINT) or SIGTERM only asks the run to stop: the current SGD step finishes, then
+``train`` writes last.pt (mid-epoch too, so --resume continues bit for bit), flushes
+TensorBoard and exits with 128 + the signal number (130, 143). A second signal stops at once,
+leaving the previous checkpoint.
+
+Divergence: a non-finite cost, or weights that went non-finite or beyond ±1e20, stop the run
+(exit status 3) before any of them is saved. Weights that large mean SGD has blown up (with
+--weight-decay λ, each step multiplies w by 1 − ηλ, so ηλ > 2 makes it grow geometrically):
+every sigmoid is saturated, and TensorBoard's histograms stop at ±1e20 anyway.
+
+What is checked, and how often, is a matter of cost:
+the batch cost is a scalar the step computes anyway, so it is checked before every update on
+the CPU, but only every --log-every steps on an accelerator, where reading it forces a device
+sync (the logging pays one at those steps anyway). A NaN gradient gives NaN weights, whose
+cost is NaN in the very next step. But weights can also grow to ±inf while the saturated
+sigmoids keep the cost finite, so the weights themselves are checked every --log-every steps,
+and with the gradients before every checkpoint and histogram. Measured on one CPU thread
+(batch 10, manual engine): these checks add ~6 µs to a 188 µs step; checking all 13,002
+weights every step would add ~115 µs.
+"""
+
+import math
+import signal
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from gd_torch.config import TrainConfig
+from gd_torch.errors import GdTorchError
+from gd_torch.model import Network
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LARGEST_WEIGHT = 1e20
+
+
+class Interrupted(GdTorchError):
+    """Stopped by a signal after a checkpoint was written; exits with 128 + the signal number."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
+class Diverged(GdTorchError):
+    """The cost or the weights became NaN or infinite."""
+
+    exit_code = 3
+
+
+class RunGuard:
+    """``with RunGuard(...) as guard:`` turns SIGINT/SIGTERM into ``guard.stop_signal``; checks for divergence."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, run_dir: Path):
+        self.config, self.run_dir = config, run_dir
+        self.cost_every = 1 if device.type == "cpu" else config.log_every
+        self.epoch = 0  # set by the epoch loop, for the messages
+        self.stop_signal: int | None = None
+        self._previous_handlers = {}
+
+    def __enter__(self) -> "RunGuard":
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+            for number in STOP_SIGNALS:
+                self._previous_handlers[number] = signal.signal(number, self._request_stop)
+        return self
+
+    def __exit__(self, *exception) -> None:
+        for number, handler in self._previous_handlers.items():
+            signal.signal(number, handler)
+
+    def _request_stop(self, number: int, frame) -> None:
+        if self.stop_signal is not None:
+            raise SystemExit(128 + number)  # asked twice: stop now; last.pt is replaced atomically, so it stays whole
+        self.stop_signal = number
+
+    def interrupted(self, step: int, batches_done: int) -> Interrupted:
+        name = signal.Signals(self.stop_signal).name
+        return Interrupted(f"stopped by {name} after step {step} ({batches_done} batches into epoch {self.epoch}); "
+                           f"saved {self.run_dir / 'last.pt'}; continue with: gd-torch train --resume {self.run_dir}", self.stop_signal)
+
+    def check_step(self, step: int, batch_cost: Tensor, network: Network) -> None:
+        """Before the update of SGD step ``step`` (1-based); see the module docstring for what and how often."""
+        if step % self.cost_every == 0 and not math.isfinite(batch_cost):
+            raise self._diverged(f"the batch cost is {batch_cost.item()}", step)
+        if step % self.config.log_every == 0 and not _all_sane(network.parameters()):
+            raise self._diverged(f"some weights or biases are not finite or beyond ±{LARGEST_WEIGHT:g}", step)
+
+    def check_epoch(self, step: int, train_cost: float, network: Network) -> None:
+        """Before an epoch's checkpoint: the cost over the whole training set, every weight, bias and gradient."""
+        if not math.isfinite(train_cost):
+            raise self._diverged(f"the training cost is {train_cost}", step)
+        gradients = [parameter.grad for parameter in network.parameters() if parameter.grad is not None]
+        if not _all_sane([*network.parameters(), *gradients]):
+            raise self._diverged(f"some weights, biases or gradients are not finite or beyond ±{LARGEST_WEIGHT:g}", step)
+
+    def _diverged(self, what: str, step: int) -> Diverged:
+        learning_rate = self.config.learning_rate_at(self.epoch)
+        last = self.run_dir / "last.pt"
+        kept = f"the last good checkpoint, {last}, is kept" if last.exists() else "no checkpoint had been written yet"
+        return Diverged(f"diverged at step {step} (epoch {self.epoch}, learning rate {learning_rate:g}): {what}; {kept}. "
+                        f"Hint: start a new run with a smaller --learning-rate (e.g. {self.config.learning_rate / 4:g})"
+                        + (f" or --weight-decay (now {self.config.weight_decay:g})" if self.config.weight_decay else ""))
+
+
+def _all_sane(tensors) -> bool:
+    """Every value finite and within ±LARGEST_WEIGHT (NaN fails the comparison too)."""
+    return all(bool((tensor.abs() <= LARGEST_WEIGHT).all()) for tensor in tensors)

@@ -1,0 +1,75 @@
+"""Ctrl-C and SIGTERM sent to a real ``python -m gd_torch train`` in the middle of an epoch."""
+
+import io
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gd_torch.checkpoint import load_checkpoint
+from gd_torch.config import TrainConfig
+from gd_torch.train import train
+from tests.fakes import write_mnist_files
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+TRAIN_IMAGES = 1000  # in batches of 1: an epoch is 1,000 steps, long enough to be signalled in its middle
+WAIT_SECONDS = 180
+
+
+def gd_torch(*arguments: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gd_torch", *arguments], cwd=REPOSITORY,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(process: subprocess.Popen, start: str) -> list[str]:
+    """The stdout lines up to the first that starts with ``start``; fails after WAIT_SECONDS."""
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    seen, deadline = [], time.monotonic() + WAIT_SECONDS
+    while not seen or not seen[-1].startswith(start):
+        try:
+            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            process.kill()
+            pytest.fail(f"no line starting with {start!r} within {WAIT_SECONDS} s; got {seen}")
+    return seen
+
+
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(tmp_path, signal_number, exit_code):
+    data_root = write_mnist_files(tmp_path / "data", train_count=TRAIN_IMAGES, test_count=200)
+    config = TrainConfig(epochs=2, batch_size=1, learning_rate=0.5, log_every=50, data_root=str(data_root), download=False,
+                         runs_dir=str(tmp_path / "runs"), run_name="signalled")
+    options = ["--epochs", "2", "--batch-size", "1", "--learning-rate", "0.5", "--log-every", "50", "--data-root", str(data_root),
+               "--no-download", "--runs-dir", config.runs_dir, "--run-name", "signalled"]
+    process = gd_torch("train", *options)
+    wait_for_line(process, "epoch 1/2")  # epoch 2 is starting: the signal lands in its first steps
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=WAIT_SECONDS)
+
+    assert process.returncode == exit_code, stderr
+    assert "Traceback" not in stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert f"stopped by {signal.Signals(signal_number).name}" in stderr and f"--resume {run_dir}" in stderr
+    state = load_checkpoint(run_dir / "last.pt")  # weights_only=True
+    assert state["epoch"] == 1 and 0 < state["batches_done"] < TRAIN_IMAGES  # stopped mid-epoch 2
+    assert state["step"] == TRAIN_IMAGES + state["batches_done"]
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [event.step for event in events.Scalars("epoch/test_accuracy")] == [1]
+    assert [event.step for event in events.Scalars("batch/train_cost")] == list(range(50, state["step"] + 1, 50))
+
+    resumed = gd_torch("train", "--resume", str(run_dir))
+    stdout, stderr = resumed.communicate(timeout=WAIT_SECONDS)
+    assert resumed.returncode == 0, stderr
+    assert f"resuming after epoch 1, step {state['step']}" in stdout
+    whole = train(config, out=io.StringIO())
+    for name, tensor in whole.network.state_dict().items():
+        assert torch.equal(load_checkpoint(run_dir / "last.pt")["model"][name], tensor), name
