@@ -85,9 +85,9 @@ def timed(run: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def engine_row(engine: str, batch_size: int, data: Mnist, device: torch.device, log_dir: str | None = None) -> Row:
+def engine_row(engine: str, batch_size: int, data: Mnist, device: torch.device, log_dir: str | None = None, compile: bool = False) -> Row:
     """Our engine exactly as ``gd-torch train`` runs it: ``train_one_epoch`` (and the TensorBoard log at its defaults)."""
-    config = TrainConfig(engine=engine, batch_size=batch_size, data_root="")
+    config = TrainConfig(engine=engine, batch_size=batch_size, data_root="", compile=compile)
     init_generator, order_generator = seeded_generators(config.seed)
     network, optimizer = network_and_optimizer(config, device, init_generator)
     log = TrainingLog(log_dir) if log_dir else None
@@ -97,7 +97,7 @@ def engine_row(engine: str, batch_size: int, data: Mnist, device: torch.device, 
         if log is not None:
             log.epoch(1, {"seconds": 0.0}, network)  # the per-epoch histograms of a real run
 
-    name = f"{engine}" + (", TensorBoard log on" if log else "")
+    name = f"{engine}" + (", compiled" if compile else "") + (", TensorBoard log on" if log else "")
     return Row(name, batch_size, lambda: timed(epoch, device), len(data.train))
 
 
@@ -144,7 +144,7 @@ def evaluation_row(data: Mnist, device: torch.device) -> Row:
 
 
 def bench_device(config: TrainConfig, device: torch.device, batch_sizes: list[int], repeats: int, tutorial_examples: int,
-                 log_dir: str, progress) -> dict:
+                 log_dir: str, progress, compile: bool = True) -> dict:
     """The rows for one device, timed; returns the JSON-ready report."""
     data = prepare_data(config, device)
     if not all(1 <= batch_size <= len(data.train) for batch_size in batch_sizes):
@@ -153,6 +153,8 @@ def bench_device(config: TrainConfig, device: torch.device, batch_sizes: list[in
     for batch_size in batch_sizes:
         rows.append(tutorial_row(config, batch_size, tutorial_examples, device))
         rows += [engine_row(engine, batch_size, data, device) for engine in ("autograd", "manual")]
+        if compile:  # compiling happens in the warm-up round
+            rows += [engine_row(engine, batch_size, data, device, compile=True) for engine in ("autograd", "manual")]
     logged = engine_row(config.engine, batch_sizes[0], data, device, log_dir)
     rows.append(logged)
     rows.append(evaluation_row(data, device))
@@ -203,7 +205,7 @@ def table(report: dict) -> str:
 
 
 def run_bench(data_root: str, download: bool = True, batch_sizes=(10, 100, 1000), repeats: int = 5, tutorial_examples: int = 10_000,
-              threads: int = 1, devices=None, as_json: bool = False, out=sys.stdout) -> dict:
+              threads: int = 1, devices=None, as_json: bool = False, out=sys.stdout, compile: bool = True) -> dict:
     """Time every row on every device, print the table (or JSON) to ``out``; returns the report."""
     if repeats < 1 or threads < 1 or tutorial_examples < 1:
         raise GdTorchError("--repeats, --threads and --tutorial-examples must be positive integers")
@@ -219,7 +221,7 @@ def run_bench(data_root: str, download: bool = True, batch_sizes=(10, 100, 1000)
 
     with tempfile.TemporaryDirectory() as log_dir:
         for name in devices:
-            report["devices"].append(bench_device(config, resolve_device(name), list(batch_sizes), repeats, tutorial_examples, log_dir, progress))
+            report["devices"].append(bench_device(config, resolve_device(name), list(batch_sizes), repeats, tutorial_examples, log_dir, progress, compile))
     report["load_average_after"] = os.getloadavg()[0]
     if as_json:
         print(json.dumps(report, indent=2), file=out)

@@ -43,7 +43,7 @@ def _bench(arguments) -> None:
     from gd_torch.bench import run_bench
 
     run_bench(arguments.data_root, arguments.download, arguments.batch_sizes, arguments.repeats, arguments.tutorial_examples,
-              arguments.threads, arguments.devices, arguments.json)
+              arguments.threads, arguments.devices, arguments.json, compile=arguments.compile)
 
 
 def _eval(arguments) -> None:
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default: 1, as gd-torch train)")
     bench.add_argument("--devices", nargs="+", choices=DEVICE_NAMES[1:], default=None, help="(default: cpu, and cuda when present)")
     bench.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="also time both engines with --compile (default: yes)")
     sweep_bench = bench.add_argument_group("--sweep", "K seeds one after another vs one batched sweep, and torchrun with 1 and 2 processes")
     sweep_bench.add_argument("--sweep", action="store_true", help="time sweeps and torchrun instead of the engines")
     sweep_bench.add_argument("--copies", type=int, nargs="+", default=[1, 4, 16, 64], metavar="K", help="sweep sizes to time (default: 1 4 16 64)")

@@ -25,7 +25,7 @@ from gd_torch.errors import GdTorchError
 from gd_torch.model import Network
 
 RESUME_KEYS = ("batch_order_state", "batches_done", "torch_rng_state", "best_test_accuracy", "history")
-MAY_CHANGE = ("epochs", "data_root", "download", "device", "threads", "log_every", "checkpoint_every")
+MAY_CHANGE = ("epochs", "data_root", "download", "device", "threads", "compile", "log_every", "checkpoint_every", "image_every")
 
 
 @dataclass

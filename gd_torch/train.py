@@ -20,7 +20,7 @@ from gd_torch import distributed
 from gd_torch.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.data import Mnist, load_mnist, shuffled_batches
-from gd_torch.engines import ENGINES
+from gd_torch.engines import engine
 from gd_torch.errors import GdTorchError
 from gd_torch.evaluate import evaluate
 from gd_torch.guard import RunGuard
@@ -79,7 +79,7 @@ def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order:
                     log: TrainingLog | None = None, progress: bool = False, skip: int = 0, guard: RunGuard | None = None) -> int:
     """One pass over the training set in random mini-batches (less its first ``skip``, done before a stop);
     returns the number of SGD steps taken so far. Returns early when ``guard`` was asked to stop."""
-    compute_gradients = distributed.data_parallel(ENGINES[config.engine])  # unchanged unless launched by torchrun
+    compute_gradients = distributed.data_parallel(engine(config.engine, config.compile))  # unchanged unless launched by torchrun
     train = data.train
     batches = shuffled_batches(len(train), config.batch_size, order)[skip:]
     for indices in tqdm(batches, leave=False, disable=not progress, unit="batch"):

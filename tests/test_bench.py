@@ -34,7 +34,8 @@ def test_bench_reports_every_row_consistently(fake_mnist_root):
     assert cpu["device"] == "cpu" and cpu["threads"] == 1
     assert cpu["floor_seconds_per_epoch"] == pytest.approx(cpu["gflop_per_epoch"] / cpu["matmul_gflop_per_second"])
     rows = {(row["name"].split(" (")[0], row["batch_size"]): row for row in cpu["rows"]}
-    expected = {(name, batch_size) for name in ("tutorial pipeline", "autograd", "manual") for batch_size in (10, 100)}
+    names = ("tutorial pipeline", "autograd", "manual", "autograd, compiled", "manual, compiled")
+    expected = {(name, batch_size) for name in names for batch_size in (10, 100)}
     assert expected | {("manual, TensorBoard log on", 10), ("evaluation, train + test sets", None)} == set(rows)
     for (name, batch_size), row in rows.items():
         assert len(row["repetitions"]) == 2 and row["seconds_per_epoch"] > 0
@@ -50,7 +51,7 @@ def test_bench_reports_every_row_consistently(fake_mnist_root):
 
 def test_bench_prints_a_table_with_one_line_per_row(fake_mnist_root):
     out = io.StringIO()
-    run_bench(str(fake_mnist_root), download=False, batch_sizes=(50,), repeats=1, tutorial_examples=50, out=out)
+    run_bench(str(fake_mnist_root), download=False, batch_sizes=(50,), repeats=1, tutorial_examples=50, out=out, compile=False)
     lines = out.getvalue().splitlines()
     assert "1 thread(s)" in out.getvalue() and "TensorBoard logging at its defaults adds" in lines[-1]
     assert sum(line.split()[0] in ("tutorial", "autograd", "manual", "manual,", "evaluation,") for line in lines if line) == 5

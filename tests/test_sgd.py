@@ -3,18 +3,10 @@
 import pytest
 import torch
 
-from gd_torch.cost import one_hot
 from gd_torch.engines import ENGINES
-from gd_torch.model import INPUT_SIZE, OUTPUT_SIZE, Network
 from gd_torch.sgd import sgd_step
+from tests.gradients import random_problem
 
-
-def random_problem(hidden_sizes, batch_size, dtype=torch.float64, seed=0):
-    """A seeded network with non-trivial weights, random inputs and one-hot targets."""
-    generator = torch.Generator().manual_seed(seed)
-    network = Network((INPUT_SIZE, *hidden_sizes, OUTPUT_SIZE), "nielsen-improved", generator).to(dtype)
-    images = torch.rand(batch_size, INPUT_SIZE, generator=generator, dtype=dtype)
-    return network, images, one_hot(torch.randint(0, OUTPUT_SIZE, (batch_size,), generator=generator), dtype)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
