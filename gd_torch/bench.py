@@ -95,7 +95,7 @@ def engine_row(engine: str, batch_size: int, data: Mnist, device: torch.device, 
     def epoch() -> None:
         train_one_epoch(network, optimizer, config, data, order_generator, 0, log)
         if log is not None:
-            log.epoch(1, {"seconds": 0.0}, network)  # the per-epoch histograms of a real run
+            log.epoch(1, 1, {"seconds": 0.0}, network)  # the per-epoch histograms of a real run
 
     name = f"{engine}" + (", compiled" if compile else "") + (", TensorBoard log on" if log else "")
     return Row(name, batch_size, lambda: timed(epoch, device), len(data.train))

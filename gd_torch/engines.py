@@ -72,6 +72,7 @@ def engine(name: str, compile: bool = False):
         return ENGINES[name]
     compiled_pass = torch.compile(_PASSES[name], dynamic=False)
 
+    @torch.no_grad()  # no graph is recorded around the pass (torch.func.grad ignores an outer no_grad)
     def compiled_gradients(network: Network, images: Tensor, targets: Tensor, convention: str) -> Tensor:
         gradients, batch_cost = compiled_pass(network, images, targets, convention)
         _write_gradients(network, gradients)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from gd_torch.batched import STACKED_ENGINES, StackedNetworks, sgd_step
-from gd_torch.checkpoint import save_checkpoint
+from gd_torch.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.data import Mnist, shuffled_batches
 from gd_torch.errors import GdTorchError
@@ -99,16 +99,15 @@ def sweep(base: TrainConfig, seeds, learning_rates=None, data: Mnist | None = No
                 metrics = measure(stacked.copy_into(k, network), config, data) | {"seconds": seconds, "learning_rate": config.learning_rate_at(epoch)}
                 best = max([metrics["test_accuracy"], *(h["best_test_accuracy"] for h in histories[k])])
                 histories[k].append({"epoch": epoch, "step": step, "best_test_accuracy": best} | metrics)
-                log.epoch(epoch, metrics, network)
+                log.epoch(step, epoch, metrics, network)
                 optimizer = torch.optim.SGD(network.parameters(), lr=metrics["learning_rate"], weight_decay=config.weight_decay)
-                save_checkpoint(run_dirs[k] / "last.pt", {  # what `gd-torch train` writes: same keys, same meaning
-                    "model": network.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-                    "epoch": epoch, "step": step, "batch_order_state": generators[k][1].get_state(), "best_test_accuracy": best,
-                })
+                save_checkpoint(run_dirs[k] / "last.pt", training_checkpoint(  # what `gd-torch train` writes: resumable with --resume
+                    network, optimizer, config, epoch=epoch, step=step, batch_order_state=generators[k][1].get_state(),
+                    batches_done=0, best_test_accuracy=best, history=histories[k]))
             print(epoch_line(epoch, epochs, configs, [h[-1] for h in histories], seconds), file=out, flush=True)
         finals = [{name: h[-1][name] if math.isfinite(h[-1]["train_cost"]) else math.nan for name in FINAL_METRICS} for h in histories]
         for config, final, log in zip(configs, finals, logs):
-            log.hyperparameters(config, final, epochs)
+            log.hyperparameters(config, final, step)
     finally:
         for log in logs:
             log.close()

@@ -163,9 +163,9 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume
             best = max(best, metrics["test_accuracy"])
             result.history.append({"epoch": epoch, "step": step} | metrics)
             print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
-            log.epoch(epoch, metrics, network)
+            log.epoch(step, epoch, metrics, network)
             if config.image_every and (epoch % config.image_every == 0 or epoch == epochs):
-                log.images(epoch, network, data.test)
+                log.images(step, epoch, network, data.test)
             state = training_checkpoint(network, optimizer, config, epoch=epoch, step=step, batch_order_state=order_generator.get_state(),
                                         batches_done=0, best_test_accuracy=best, history=result.history)
             if epoch % config.checkpoint_every == 0 or epoch == epochs:
@@ -173,7 +173,7 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume
             if improved:
                 save_checkpoint(run_dir / "best.pt", state)
         final = {k: result.final[k] for k in ("test_accuracy", "test_cost", "train_cost")} | {"best_test_accuracy": best}
-        log.hyperparameters(config, final, epochs)
+        log.hyperparameters(config, final, step)
     print(f"final test accuracy {100 * result.final['test_accuracy']:.2f}% (best {100 * best:.2f}%); "
           f"run saved in {run_dir}; view it with: tensorboard --logdir {config.runs_dir}", file=out, flush=True)
     return result

@@ -106,6 +106,7 @@ def test_resume_from_a_checkpoint_older_than_the_log_purges_the_orphaned_steps(t
     train(dataclasses.replace(config, epochs=2), data, out=io.StringIO(), resume=first.run_dir)
     steps = [step for step, _ in scalars(first.run_dir, "batch/train_cost")]
     assert steps == list(range(5, 2 * STEPS_PER_EPOCH + 1, 5))
+    assert [step for step, _ in scalars(first.run_dir, "epoch/test_accuracy")] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
 
 
 @pytest.mark.parametrize("engine", ["manual", "autograd"])

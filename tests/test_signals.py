@@ -63,7 +63,7 @@ def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(tmp_path, 
     assert state["step"] == TRAIN_IMAGES + state["batches_done"]
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    assert [event.step for event in events.Scalars("epoch/test_accuracy")] == [1]
+    assert [event.step for event in events.Scalars("epoch/test_accuracy")] == [TRAIN_IMAGES]  # x: SGD step; epoch 1 ended at step 1000 (batch size 1)
     assert [event.step for event in events.Scalars("batch/train_cost")] == list(range(50, state["step"] + 1, 50))
 
     resumed = gd_torch("train", "--resume", str(run_dir))

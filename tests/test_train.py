@@ -82,7 +82,8 @@ def test_tensorboard_events_hold_every_chart(tmp_path):
     batch_tags = {"batch/train_cost", "batch/gradient_norm", "batch/learning_rate"}
     final_tags = {"final/test_accuracy", "final/test_cost", "final/train_cost", "final/best_test_accuracy"}
     assert epoch_tags | batch_tags | final_tags <= scalars
-    assert [e.step for e in events.Scalars("epoch/test_accuracy")] == [1, 2, 3]
+    assert [e.step for e in events.Scalars("epoch/test_accuracy")] == [60, 120, 180]  # x: SGD step, 60 per epoch
+    assert [e.value for e in events.Scalars("epoch/epoch")] == [1, 2, 3]
     assert [e.value for e in events.Scalars("epoch/test_accuracy")] == pytest.approx([h["test_accuracy"] for h in result.history])
     assert [e.step for e in events.Scalars("batch/train_cost")] == list(range(20, 181, 20))
     assert events.Scalars("batch/learning_rate")[0].value == pytest.approx(3.0)
