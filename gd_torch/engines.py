@@ -65,11 +65,13 @@ ENGINES = {"manual": manual_gradients, "autograd": autograd_gradients}
 _PASSES = {"manual": _manual_pass, "autograd": _autograd_pass}
 
 
-@functools.cache
 def engine(name: str, compile: bool = False):
     """The engine ``name`` as a function (network, images, targets, convention) -> batch cost."""
-    if not compile:
-        return ENGINES[name]
+    return _compiled_engine(name) if compile else ENGINES[name]
+
+
+@functools.cache  # one compiled function per engine, reused by every run in the process
+def _compiled_engine(name: str):
     compiled_pass = torch.compile(_PASSES[name], dynamic=False)
 
     @torch.no_grad()  # no graph is recorded around the pass (torch.func.grad ignores an outer no_grad)
