@@ -69,6 +69,9 @@ def sgd_step(stacked: StackedNetworks, learning_rates: Tensor, weight_decay: flo
     SGD takes one η per parameter group and a group holds whole tensors, so it cannot give the
     K slices of a stacked tensor different rates; the (K,) rates broadcast over each copy instead.
     """
-    for weights in stacked.parameters():
-        gradient = weights.grad if weight_decay == 0 else weights.grad.add(weights, alpha=weight_decay)
-        weights.addcmul_(learning_rates.view(-1, *[1] * (weights.dim() - 1)), gradient, value=-1)  # one fused kernel
+    parameters = list(stacked.parameters())
+    gradients = [weights.grad for weights in parameters]
+    if weight_decay:
+        gradients = torch._foreach_add(gradients, parameters, alpha=weight_decay)  # ∇C_k + λ w_k
+    rates = [learning_rates.view(-1, *[1] * (weights.dim() - 1)) for weights in parameters]  # η_k, broadcast over copy k
+    torch._foreach_addcmul_(parameters, rates, gradients, value=-1)  # w_k ← w_k − η_k (...), one call for all tensors

@@ -83,8 +83,8 @@ def sweep(base: TrainConfig, seeds, learning_rates=None, data: Mnist | None = No
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             rates = torch.tensor([config.learning_rate_at(epoch) for config in configs], device=device)  # η_k, (K,)
-            for indices in zip(*(shuffled_batches(len(train), base.batch_size, order) for _, order in generators)):
-                indices = torch.stack(indices).to(device, non_blocking=True)  # copy k's mini-batch in row k, (K, B)
+            orders = torch.stack([torch.cat(shuffled_batches(len(train), base.batch_size, order)) for _, order in generators])  # (K, N)
+            for indices in orders.to(device).split(base.batch_size, dim=1):  # copy k's mini-batch in row k, (K, B)
                 flat = indices.flatten()
                 images = train.images.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 784)
                 targets = train.targets.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 10)
