@@ -5,6 +5,8 @@ import sys
 
 from gd_torch.config import add_config_arguments, config_from_arguments, default_data_root
 from gd_torch.errors import GdTorchError
+from gd_torch.presets import PRESETS, preset_config
+from gd_torch.reproduce import add_reproduce_arguments, run_reproduce
 
 
 class _Parser(argparse.ArgumentParser):
@@ -16,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
 def _train(arguments) -> None:
     from gd_torch.train import train
 
-    train(config_from_arguments(arguments))
+    train(config_from_arguments(arguments, base=preset_config(arguments.preset) if arguments.preset else None))
 
 
 def _eval(arguments) -> None:
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a network by SGD and log it to TensorBoard")
+    train.add_argument("--preset", choices=PRESETS, help="start from a named published configuration; options given beside it override it")
     add_config_arguments(train)
     train.set_defaults(run=_train)
 
@@ -71,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", default=None, help="MNIST folder (default: the one the run was trained with)")
     evaluate.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
     evaluate.set_defaults(run=_eval)
+
+    reproduce = commands.add_parser("reproduce", help="train named configurations over several seeds and tabulate them beside the published numbers")
+    add_reproduce_arguments(reproduce)
+    reproduce.set_defaults(run=run_reproduce)
 
     check = commands.add_parser("check-data", help="report which MNIST files are present, sound and official")
     check.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")

@@ -35,6 +35,7 @@ class TrainConfig:
 
     hidden_sizes: tuple[int, ...] = _option((16, 16), "neurons in each hidden layer")
     epochs: int = _option(30, "passes over the training set")
+    time_budget: float = _option(0.0, "also stop after the first epoch at whose end the SGD steps have taken this many seconds (0: no limit)")
     batch_size: int = _option(10, "examples per SGD step (mini-batch size)")
     learning_rate: float = _option(1.5, "η in w ← w − η ∇C, in the units of --cost")
     lr_schedule: str = _option("constant", "η per epoch: constant, or annealed from --learning-rate toward 0 along a cosine or a straight line", LR_SCHEDULES)
@@ -62,6 +63,7 @@ class TrainConfig:
         _require(_is_int(self.validation_size) and self.validation_size >= 0, "validation_size", "a non-negative integer")
         _require(_is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a finite number > 0")
         _require(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        _require(_is_number(self.time_budget) and self.time_budget >= 0, "time_budget", "a finite number of seconds >= 0")
         for name in ("cost", "init", "engine", "device", "lr_schedule"):
             choices = _choices(name)
             _require(getattr(self, name) in choices, name, "one of " + ", ".join(choices))

@@ -115,14 +115,16 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> Tra
 
     result = TrainResult(run_dir, network)
     log = TrainingLog(run_dir)
-    step, best = 0, 0.0
+    step, best, sgd_seconds = 0, 0.0, 0.0
     try:
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate_at(epoch)
             step = train_one_epoch(network, optimizer, config, data, order_generator, step, log, progress=sys.stderr.isatty())
-            metrics = measure(network, config, data) | {"seconds": time.perf_counter() - started, "learning_rate": config.learning_rate_at(epoch)}
+            sgd_seconds += time.perf_counter() - started
+            metrics = measure(network, config, data) | {"seconds": time.perf_counter() - started, "sgd_seconds": sgd_seconds,
+                                                        "learning_rate": config.learning_rate_at(epoch)}
             if not math.isfinite(metrics["train_cost"]):
                 raise GdTorchError(f"the cost became {metrics['train_cost']} in epoch {epoch} at --learning-rate {config.learning_rate}: lower it")
             best = max(best, metrics["test_accuracy"])
@@ -133,6 +135,8 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout) -> Tra
                 "model": network.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
                 "epoch": epoch, "step": step, "batch_order_state": order_generator.get_state(), "best_test_accuracy": best,
             })
+            if config.time_budget and sgd_seconds >= config.time_budget:
+                break
         final = {k: result.final[k] for k in ("test_accuracy", "test_cost", "train_cost")} | {"best_test_accuracy": best}
         log.hyperparameters(config, final, epochs)
     finally:
