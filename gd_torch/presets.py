@@ -20,7 +20,8 @@ import dataclasses
 from gd_torch.config import TrainConfig
 from gd_torch.errors import GdTorchError
 
-_NIELSEN_CHAPTER_1 = dict(init="nielsen", batch_size=10, learning_rate=3.0, cost="nielsen", epochs=30, validation_size=10_000)
+_NIELSEN_CHAPTER_1 = dict(init="nielsen", batch_size=10, learning_rate=3.0, cost="nielsen", lr_schedule="constant", weight_decay=0.0,
+                          epochs=30, validation_size=10_000)
 _GD_VERSUS_SGD = dict(hidden_sizes=(16, 16), init="nielsen-improved", lr_schedule="constant", weight_decay=0.0, epochs=30)
 
 PRESETS: dict[str, dict] = {

@@ -38,9 +38,26 @@ STAGES = {
         dict(learning_rate=3.0, lr_schedule="cosine"),
         dict(learning_rate=6.0, lr_schedule="cosine"),
         dict(lr_schedule="cosine", epochs=60),
-        dict(lr_schedule="cosine", epochs=60, weight_decay=1e-5),
-        dict(learning_rate=0.75, lr_schedule="cosine", epochs=60),
-        dict(learning_rate=3.0, lr_schedule="cosine", epochs=60, batch_size=20),
+        dict(lr_schedule="cosine", weight_decay=1e-5),
+        dict(lr_schedule="cosine", weight_decay=3e-5),
+        dict(lr_schedule="cosine", weight_decay=1e-4),
+        dict(lr_schedule="cosine", weight_decay=6e-5),
+    ], [0]),
+    "2": ([
+        dict(lr_schedule="cosine", epochs=60, weight_decay=3e-5),
+        dict(lr_schedule="cosine", epochs=60, weight_decay=1e-4),
+        dict(learning_rate=3.0, lr_schedule="cosine", weight_decay=6e-5),
+    ], [0]),
+    "3": ([dict(lr_schedule="cosine", weight_decay=decay) for decay in (3e-5, 1e-4)], [1]),
+    "4": ([
+        dict(learning_rate=3.0, lr_schedule="cosine", epochs=60, weight_decay=6e-5),
+        dict(learning_rate=3.0, lr_schedule="cosine", weight_decay=6e-5, init="pytorch"),
+        dict(learning_rate=3.0, lr_schedule="linear", weight_decay=6e-5),
+    ], [0]),
+    # the batch size at the same η/batch (so the same steps per example and the same decay per epoch)
+    "5": ([
+        dict(learning_rate=6.0, lr_schedule="cosine", weight_decay=6e-5, batch_size=20),
+        dict(learning_rate=1.5, lr_schedule="cosine", weight_decay=6e-5, batch_size=5),
     ], [0]),
 }
 
