@@ -1,6 +1,6 @@
 """Reproduce published results: named configurations, each trained over several seeds, in one table.
 
-    gd-torch reproduce --data-root ../shared/mnist                  # the default list, 5 seeds
+    gd-torch reproduce --data-root ../shared/mnist                  # the default list, 5 seeds: ~18 min on 2 CPU cores
     gd-torch reproduce --configurations nielsen-30 nielsen-100 --seeds 0 1 2 --engines manual autograd
     tensorboard --logdir runs/<time>_reproduce                      # every run side by side, HPARAMS tab
 
