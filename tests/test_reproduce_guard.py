@@ -7,8 +7,8 @@ accuracy. Why it cannot flake: on one machine a seed's CPU run is deterministic 
 acts like another seed, and over the 10 seed × engine runs of docs/defaults-search.md the
 default lands at 96.16 ± 0.16% with the worst at 95.82%, so 95.5% is 4 standard deviations
 below the mean and 0.3 points below the worst run. It fails when a change really makes the
-defaults learn worse. Cost on one busy CPU thread: 60 epochs at 1.5-1.8 s (manual, ~1.7 min)
-and 2.7-3 s (autograd, ~3 min).
+defaults learn worse. Cost on one CPU thread of the 2-core machine: 137 s (manual) and 216 s
+(autograd), measured with ``pytest tests/test_reproduce_guard.py --durations=5``.
 """
 
 import os
