@@ -5,6 +5,8 @@ import sys
 
 from gd_torch.config import DEVICE_NAMES, add_config_arguments, config_from_arguments, default_data_root
 from gd_torch.errors import GdTorchError
+from gd_torch.presets import PRESETS, preset_config
+from gd_torch.reproduce import add_reproduce_arguments, run_reproduce
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,7 +22,9 @@ def _train(arguments) -> None:
     from gd_torch.resume import saved_config
     from gd_torch.train import train
 
-    base = saved_config(arguments.resume) if arguments.resume else None  # options given go over the run's own
+    if arguments.resume and arguments.preset:
+        raise GdTorchError("--preset cannot be given with --resume: a resumed run keeps its own settings")
+    base = saved_config(arguments.resume) if arguments.resume else preset_config(arguments.preset) if arguments.preset else None
     train(config_from_arguments(arguments, base), resume=arguments.resume)
 
 
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a network by SGD and log it to TensorBoard")
+    train.add_argument("--preset", choices=PRESETS, help="start from a named published configuration; options given beside it override it")
     add_config_arguments(train)
     train.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue an interrupted or finished run in its own "
                        "directory from its last.pt (or the .pt given); only --epochs and options that do not change the result may be given")
@@ -158,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each")
     predict.add_argument("--show", action="store_true", help="save the prepared 28x28 input as <image>.prepared.png beside each image")
     predict.set_defaults(run=_predict)
+
+    reproduce = commands.add_parser("reproduce", help="train named configurations over several seeds and tabulate them beside the published numbers")
+    add_reproduce_arguments(reproduce)
+    reproduce.set_defaults(run=run_reproduce)
 
     check = commands.add_parser("check-data", help="report which MNIST files are present, sound and official")
     check.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")

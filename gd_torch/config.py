@@ -35,11 +35,12 @@ class TrainConfig:
     """Everything that decides a training run; same config and seed, same result (on CPU)."""
 
     hidden_sizes: tuple[int, ...] = _option((16, 16), "neurons in each hidden layer")
-    epochs: int = _option(30, "passes over the training set")
+    epochs: int = _option(60, "passes over the training set")
+    time_budget: float = _option(0.0, "also stop after the first epoch at whose end the SGD steps have taken this many seconds (0: no limit)")
     batch_size: int = _option(10, "examples per SGD step (mini-batch size)")
-    learning_rate: float = _option(1.5, "η in w ← w − η ∇C, in the units of --cost")
-    lr_schedule: str = _option("constant", "η per epoch: constant, or annealed from --learning-rate toward 0 along a cosine or a straight line", LR_SCHEDULES)
-    weight_decay: float = _option(0.0, "L2 regularisation λ of torch.optim.SGD: adds λw to each weight's gradient")
+    learning_rate: float = _option(3.0, "η in w ← w − η ∇C, in the units of --cost")
+    lr_schedule: str = _option("cosine", "η per epoch: constant, or annealed from --learning-rate toward 0 along a cosine or a straight line", LR_SCHEDULES)
+    weight_decay: float = _option(6e-5, "L2 regularisation λ of torch.optim.SGD: adds λw to each weight's gradient")
     cost: str = _option("quadratic", "cost convention: quadratic = Σ_j (a_j − y_j)², nielsen = half of it, mse = a tenth (nn.MSELoss)", tuple(COST_SCALES))
     init: str = _option("nielsen-improved", "initial weights and biases", tuple(INITIALIZATIONS))
     engine: str = _option("manual", "where the gradient comes from: manual backprop twin or torch.autograd", ENGINE_NAMES)
@@ -68,6 +69,7 @@ class TrainConfig:
         _require(_is_number(self.learning_rate) and 0 < self.learning_rate <= FLOAT32_MAX, "learning_rate", "a finite number > 0 (and within float32)")
         _require(_is_number(self.weight_decay) and 0 <= self.weight_decay <= FLOAT32_MAX, "weight_decay", "a finite number >= 0 (and within float32)")
         _require("/" not in self.run_name and "\\" not in self.run_name and self.run_name not in (".", ".."), "run_name", "a plain name (no / or ..)")
+        _require(_is_number(self.time_budget) and self.time_budget >= 0, "time_budget", "a finite number of seconds >= 0")
         for name in ("cost", "init", "engine", "device", "lr_schedule"):
             choices = _choices(name)
             _require(getattr(self, name) in choices, name, "one of " + ", ".join(choices))

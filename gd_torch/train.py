@@ -142,6 +142,7 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume
 
     result = TrainResult(run_dir, network, done.history)
     step, best, skip = done.step, done.best_test_accuracy, done.batches_done
+    sgd_seconds = done.history[-1]["sgd_seconds"] if done.history else 0.0  # time in SGD steps, for --time-budget
     log = TrainingLog(run_dir, purge_step=done.step + 1 if checkpoint else None)  # resumed: drop what was logged after the checkpoint
     with closing(log), RunGuard(config, device, run_dir) as guard:
         for epoch in range(done.epoch + 1, epochs + 1):
@@ -152,12 +153,14 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume
             epoch_order_state, epoch_start = order_generator.get_state(), step - skip  # what a mid-epoch checkpoint needs
             step = train_one_epoch(network, optimizer, config, data, order_generator, step, log, progress=sys.stderr.isatty(), skip=skip, guard=guard)
             skip = 0
+            sgd_seconds += time.perf_counter() - started
             if guard.stop_signal:
                 save_checkpoint(run_dir / "last.pt", training_checkpoint(
                     network, optimizer, config, epoch=epoch - 1, step=step, batch_order_state=epoch_order_state,
                     batches_done=step - epoch_start, best_test_accuracy=best, history=result.history))
                 raise guard.interrupted(step, step - epoch_start)
-            metrics = measure(network, config, data) | {"seconds": time.perf_counter() - started, "learning_rate": config.learning_rate_at(epoch)}
+            metrics = measure(network, config, data) | {"seconds": time.perf_counter() - started, "sgd_seconds": sgd_seconds,
+                                                        "learning_rate": config.learning_rate_at(epoch)}
             guard.check_epoch(step, metrics["train_cost"], network)
             improved = metrics["test_accuracy"] >= best
             best = max(best, metrics["test_accuracy"])
@@ -168,10 +171,13 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume
                 log.images(step, epoch, network, data.test)
             state = training_checkpoint(network, optimizer, config, epoch=epoch, step=step, batch_order_state=order_generator.get_state(),
                                         batches_done=0, best_test_accuracy=best, history=result.history)
-            if epoch % config.checkpoint_every == 0 or epoch == epochs:
+            out_of_time = config.time_budget and sgd_seconds >= config.time_budget
+            if epoch % config.checkpoint_every == 0 or epoch == epochs or out_of_time:
                 save_checkpoint(run_dir / "last.pt", state)
             if improved:
                 save_checkpoint(run_dir / "best.pt", state)
+            if out_of_time:
+                break
         final = {k: result.final[k] for k in ("test_accuracy", "test_cost", "train_cost")} | {"best_test_accuracy": best}
         log.hyperparameters(config, final, step)
     print(f"final test accuracy {100 * result.final['test_accuracy']:.2f}% (best {100 * best:.2f}%); "
