@@ -1,9 +1,10 @@
-"""Thin entry point: ``python scripts/bench.py [options]`` is ``gd-torch bench [options]``."""
+#!/usr/bin/env python3
+"""`gd-torch bench` from a checkout, installed or not: python scripts/bench.py --batch-sizes 10 100"""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's gd_torch
 
 from gd_torch.cli import main  # noqa: E402
 

@@ -1,11 +1,11 @@
-"""gd-torch reproduce, without installing: python scripts/reproduce.py --data-root ../shared/mnist (see gd_torch/reproduce.py)."""
+#!/usr/bin/env python3
+"""`gd-torch reproduce` from a checkout, installed or not: python scripts/reproduce.py --data-root ../shared/mnist"""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's gd_torch
 
 from gd_torch.cli import main  # noqa: E402
 
-if __name__ == "__main__":
-    main(["reproduce", *sys.argv[1:]])
+main(["reproduce", *sys.argv[1:]])

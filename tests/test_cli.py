@@ -74,3 +74,12 @@ def test_check_data_reports_missing_files(tmp_path):
 def test_check_data_confirms_the_official_files(mnist_root):
     result = gd_torch("check-data", "--data-root", mnist_root)
     assert result.returncode == 0 and result.stdout.count("official (md5 matches)") == 4
+
+
+@pytest.mark.parametrize("command", ["analyze", "predict", "bench", "reproduce", "sweep"])
+def test_scripts_are_thin_entry_points_to_the_same_commands(command):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / f"{command}.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith(f"usage: gd-torch {command}")

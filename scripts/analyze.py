@@ -1,0 +1,11 @@
+#!/usr/bin/env python3
+"""`gd-torch analyze` from a checkout, installed or not: python scripts/analyze.py runs/<run>/last.pt"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's gd_torch
+
+from gd_torch.cli import main  # noqa: E402
+
+main(["analyze", *sys.argv[1:]])
