@@ -54,7 +54,7 @@ class TrainConfig:
     runs_dir: str = _option("runs", "parent folder of the run directories (TensorBoard --logdir)")
     run_name: str = _option("", "readable part of the run directory's name (default: from the settings)")
     log_every: int = _option(100, "log the mini-batch cost and gradient norm to TensorBoard every N steps")
-    image_every: int = _option(5, "draw the first-layer weights and the test confusion matrix into TensorBoard's IMAGES tab every N epochs and after the last (0: never)")
+    image_every: int = _option(10, "draw the first-layer weights and the test confusion matrix into TensorBoard's IMAGES tab every N epochs and after the last (0: never)")
     checkpoint_every: int = _option(1, "write runs/<run>/last.pt every N epochs (and always after the last one and when stopped)")
     dry_run: bool = _option(False, "a quick check: 1 epoch on 1,000 training and 1,000 test images")
 
