@@ -100,6 +100,7 @@ def sweep(base: TrainConfig, seeds, learning_rates=None, data: Mnist | None = No
                 best = max([metrics["test_accuracy"], *(h["best_test_accuracy"] for h in histories[k])])
                 histories[k].append({"epoch": epoch, "step": step, "best_test_accuracy": best} | metrics)
                 log.epoch(step, epoch, metrics, network)
+                log.images_if_due(step, epoch, config, network, data.test)
                 optimizer = torch.optim.SGD(network.parameters(), lr=metrics["learning_rate"], weight_decay=config.weight_decay)
                 save_checkpoint(run_dirs[k] / "last.pt", training_checkpoint(  # what `gd-torch train` writes: resumable with --resume
                     network, optimizer, config, epoch=epoch, step=step, batch_order_state=generators[k][1].get_state(),

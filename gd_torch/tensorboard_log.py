@@ -43,6 +43,12 @@ class TrainingLog:
                 self.writer.add_histogram(f"layer{l}/bias_gradients", layer.bias.grad, step)
         self.writer.flush()
 
+    def images_if_due(self, step: int, epoch: int, config: TrainConfig, network: Network, test: Split) -> None:
+        """``images`` every --image-every epochs and after the last one."""
+        last = 1 if config.dry_run else config.epochs
+        if config.image_every and (epoch % config.image_every == 0 or epoch == last):
+            self.images(step, epoch, network, test)
+
     def images(self, step: int, epoch: int, network: Network, test: Split) -> None:
         from gd_torch.analysis import figures  # matplotlib is loaded only when images are drawn
         from gd_torch.analysis.outputs import Mistakes, outputs

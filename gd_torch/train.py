@@ -167,8 +167,7 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume
             result.history.append({"epoch": epoch, "step": step} | metrics)
             print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
             log.epoch(step, epoch, metrics, network)
-            if config.image_every and (epoch % config.image_every == 0 or epoch == epochs):
-                log.images(step, epoch, network, data.test)
+            log.images_if_due(step, epoch, config, network, data.test)
             state = training_checkpoint(network, optimizer, config, epoch=epoch, step=step, batch_order_state=order_generator.get_state(),
                                         batches_done=0, best_test_accuracy=best, history=result.history)
             out_of_time = config.time_budget and sgd_seconds >= config.time_budget
