@@ -65,12 +65,13 @@ def bench_sweep(data_root: str, copies=(1, 4, 16, 64), train_images: int = 10_00
     full = load_mnist(data_root, download=False)
     data = Mnist(full.train.head(train_images), full.test.head(train_images // 6))  # MNIST's 6:1, as in a default epoch
     print(f"gd-torch bench --sweep: default 784-16-16-10 network, manual engine, batch 10, {epochs} epoch(s) on the first "
-          f"{train_images:,} training and {train_images // 6:,} test images (both evaluated each epoch), 1 thread, "
+          f"{train_images:,} training and {train_images // 6:,} test images (both evaluated each epoch; TensorBoard images off in "
+          f"both, a fixed cost per copy that batching cannot share), 1 thread, "
           f"{os.cpu_count()} CPU cores", file=out, flush=True)
     print("\n| K seeds | one after another | one batched sweep | speed-up | max weight difference | max test accuracy difference |\n"
           "|---:|---:|---:|---:|---:|---:|", file=out, flush=True)
     with tempfile.TemporaryDirectory() as runs_dir:
-        base = TrainConfig(epochs=epochs, data_root=data_root, download=False, runs_dir=runs_dir)
+        base = TrainConfig(epochs=epochs, data_root=data_root, download=False, runs_dir=runs_dir, image_every=0)
         for count in copies:
             sequential, batched, weights, accuracy = time_sequential_and_sweep(base, data, count)
             print(f"| {count} | {sequential:.1f} s | {batched:.1f} s | {sequential / batched:.1f}x | {weights:.1e} | {100 * accuracy:.2f}% |", file=out, flush=True)
