@@ -97,7 +97,7 @@ CASES = [
     Case("resume a missing run", [*TRAIN, "--resume", "{runs}/no-such-run"], "no-such-run not found"),
     Case("resume a file that is not a checkpoint", [*TRAIN, "--resume", "{a_file}"], "a_file is not a readable checkpoint"),
     Case("resume with another learning rate", ["train", "--resume", "{run}", "--epochs", "2", "--learning-rate", "2"],
-         "--learning-rate 2.0 differs from the 1.5"),
+         f"--learning-rate 2.0 differs from the {TrainConfig().learning_rate}"),
     Case("resume into another run name", ["train", "--resume", "{run}", "--epochs", "2", "--run-name", "other"], "--run-name other differs"),
     Case("resume a finished run", ["train", "--resume", "{run}"], "has already finished its 1 epochs"),
     Case("eval a missing checkpoint", ["eval", "{runs}/nothing.pt"], "nothing.pt not found"),

@@ -48,7 +48,8 @@ def test_checkpoint_holds_everything_a_resume_needs(tmp_path, data):
 
 def test_best_checkpoint_is_the_epoch_with_the_best_test_accuracy(tmp_path, data):
     # η = 15 overshoots: the test accuracy goes up and down from epoch to epoch
-    run = train(TrainConfig(epochs=4, learning_rate=15.0, runs_dir=str(tmp_path)), data, out=io.StringIO())
+    config = TrainConfig(epochs=4, learning_rate=15.0, lr_schedule="constant", weight_decay=0.0, runs_dir=str(tmp_path))
+    run = train(config, data, out=io.StringIO())
     accuracies = [epoch["test_accuracy"] for epoch in run.history]
     best_epoch = max(range(len(accuracies)), key=lambda i: (accuracies[i], i)) + 1  # the latest of equals
     assert best_epoch < len(accuracies), "this test needs a run whose best epoch is not its last"

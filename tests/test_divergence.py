@@ -32,7 +32,8 @@ def test_nan_gradient_stops_the_run_at_the_next_step_and_keeps_the_last_good_che
         return batch_cost
 
     monkeypatch.setitem(ENGINES, "manual", nan_gradient_once)
-    config = TrainConfig(epochs=3, runs_dir=str(tmp_path / "runs"))
+    settings = dict(learning_rate=1.5, lr_schedule="constant", weight_decay=0.0)  # pinned: the message names η
+    config = TrainConfig(epochs=3, runs_dir=str(tmp_path / "runs"), **settings)
     with pytest.raises(Diverged) as diverged:
         train(config, data, out=io.StringIO())
     message = str(diverged.value)
@@ -41,7 +42,7 @@ def test_nan_gradient_stops_the_run_at_the_next_step_and_keeps_the_last_good_che
     assert diverged.value.exit_code == 3
 
     monkeypatch.undo()
-    one_epoch = train(TrainConfig(epochs=1, runs_dir=str(tmp_path / "good")), data, out=io.StringIO())
+    one_epoch = train(TrainConfig(epochs=1, runs_dir=str(tmp_path / "good"), **settings), data, out=io.StringIO())
     (run_dir,) = (tmp_path / "runs").iterdir()
     kept = load_checkpoint(run_dir / "last.pt")
     assert kept["epoch"] == 1
