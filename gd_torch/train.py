@@ -120,8 +120,8 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume
     ``resume`` (a run directory or checkpoint) continues that run in its own directory instead.
     """
     torch.set_num_threads(config.threads)
-    if resume and distributed.launched_by_torchrun():
-        raise GdTorchError("--resume is not supported under torchrun: resume the run in a single process")
+    if distributed.launched_by_torchrun() and (resume or config.time_budget):  # the other ranks follow the epochs alone
+        raise GdTorchError(f"{'--resume' if resume else '--time-budget'} is not supported under torchrun: run it in a single process")
     device = distributed.start(resolve_device(config.device))
     run_dir, checkpoint = load_resumable(resume, config) if resume else (None, None)
     data = prepare_data(config, device) if data is None else data.to(device)

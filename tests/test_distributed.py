@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from gd_torch.checkpoint import load_checkpoint, network_from_checkpoint
+from gd_torch.config import TrainConfig
+from gd_torch.errors import GdTorchError
 from gd_torch.model import Network
 from gd_torch.train import seeded_generators, train
+from tests.fakes import synthetic_mnist
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -48,3 +51,13 @@ def test_two_processes_take_the_single_process_steps(engine, fake_mnist_root, tm
         torch.testing.assert_close(parallel.state_dict()[name], expected, rtol=1e-4, atol=1e-5, msg=name)
     initial = Network(config.layer_sizes, config.init, seeded_generators(config.seed)[0])
     assert not torch.allclose(parallel.layers[0].weight, initial.layers[0].weight)  # the steps did move the weights
+
+
+@pytest.mark.parametrize("options, refused", [(dict(resume="runs/some-run"), "--resume"), (dict(time_budget=5.0), "--time-budget")])
+def test_options_the_other_ranks_cannot_follow_are_refused_under_torchrun(tmp_path, monkeypatch, options, refused):
+    """Ranks other than 0 only repeat the epochs: a run that rank 0 alone would stop early or resume would hang them."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config_options = {k: v for k, v in options.items() if k != "resume"}
+    config = TrainConfig(runs_dir=str(tmp_path), data_root=str(tmp_path), **config_options)
+    with pytest.raises(GdTorchError, match=f"{refused} is not supported under torchrun"):
+        train(config, synthetic_mnist(), resume=options.get("resume"))
