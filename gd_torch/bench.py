@@ -162,8 +162,9 @@ def bench_device(config: TrainConfig, device: torch.device, batch_sizes: list[in
         rows += [engine_row(engine, batch_size, data, device) for engine in ("autograd", "manual")]
         if compile:  # compiling happens in the warm-up round
             rows += [engine_row(engine, batch_size, data, device, compile=True) for engine in ("autograd", "manual")]
+    plain = next(row for row in rows if row.name == config.engine and row.batch_size == batch_sizes[0])
     logged = engine_row(config.engine, batch_sizes[0], data, device, log_dir)
-    rows.append(logged)
+    rows.insert(rows.index(plain) + 1, logged)  # timed right after its twin without the log, in every round
     images = images_row(data, device, log_dir)
     rows.append(images)
     rows.append(evaluation_row(data, device))
@@ -180,7 +181,6 @@ def bench_device(config: TrainConfig, device: torch.device, batch_sizes: list[in
     flops = flops_per_example(config.layer_sizes) * len(data.train)
     floor = flops / throughput
     tutorial = {row.batch_size: row.median for row in rows if row.name.startswith("tutorial")}
-    plain = next(row for row in rows if row.name == config.engine and row.batch_size == logged.batch_size)
     return {
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -188,8 +188,10 @@ def bench_device(config: TrainConfig, device: torch.device, batch_sizes: list[in
         "gflop_per_epoch": flops / 1e9,
         "floor_seconds_per_epoch": floor,
         "image_every": config.image_every,
-        # scalars and histograms every epoch, images every --image-every epochs (amortised)
-        "logging_overhead": (logged.median + images.median / config.image_every) / plain.median - 1,
+        # scalars and histograms every epoch, images every --image-every epochs (amortised): the median over the rounds of
+        # each round's ratio to the epoch without the log timed just before it, which load that changes between rounds cancels in
+        "logging_overhead": statistics.median((with_log + drawing / config.image_every) / without - 1
+                                              for with_log, drawing, without in zip(logged.seconds, images.seconds, plain.seconds)),
         "rows": [{
             "name": row.name,
             "batch_size": row.batch_size,

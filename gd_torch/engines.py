@@ -3,14 +3,12 @@
 Both return the batch cost (a detached scalar tensor) and leave the step to the same
 ``torch.optim.SGD``, so the engines differ only in where the gradient comes from.
 
-``engine(name, compile=True)`` gives the same engine with its gradient computation compiled by
-``torch.compile`` (one graph per batch shape): a few seconds of compiling on the first steps,
-then fewer, fused operations per step. The manual engine compiles ``manual.forward`` and
-``manual.backward`` as they are; autograd's ``C.backward()`` cannot be captured in a graph, so
-the compiled autograd engine takes the same derivative through ``torch.func.grad``.
+``GRADIENT_PASSES`` holds the same two computations as pure functions, returning the gradients
+instead of writing ``.grad``, for the step that ``--compile`` compiles whole (``gd_torch.step``):
+the manual one is ``manual.forward`` and ``manual.backward`` as they are; autograd's
+``C.backward()`` cannot be captured in a graph, so there it takes the same derivative through
+``torch.func.grad``.
 """
-
-import functools
 
 import torch
 from torch import Tensor
@@ -62,22 +60,5 @@ def manual_gradients(network: Network, images: Tensor, targets: Tensor, conventi
 
 
 ENGINES = {"manual": manual_gradients, "autograd": autograd_gradients}
-_PASSES = {"manual": _manual_pass, "autograd": _autograd_pass}
-
-
-def engine(name: str, compile: bool = False):
-    """The engine ``name`` as a function (network, images, targets, convention) -> batch cost."""
-    return _compiled_engine(name) if compile else ENGINES[name]
-
-
-@functools.cache  # one compiled function per engine, reused by every run in the process
-def _compiled_engine(name: str):
-    compiled_pass = torch.compile(_PASSES[name], dynamic=False)
-
-    @torch.no_grad()  # no graph is recorded around the pass (torch.func.grad ignores an outer no_grad)
-    def compiled_gradients(network: Network, images: Tensor, targets: Tensor, convention: str) -> Tensor:
-        gradients, batch_cost = compiled_pass(network, images, targets, convention)
-        _write_gradients(network, gradients)
-        return batch_cost.detach()
-
-    return compiled_gradients
+# Each maps (network, images, targets, convention) to ([(∂C/∂W^l, ∂C/∂b^l) for each layer], C).
+GRADIENT_PASSES = {"manual": _manual_pass, "autograd": _autograd_pass}

@@ -11,7 +11,7 @@ Divergence: a non-finite cost, or weights that went non-finite or beyond ±1e20,
 every sigmoid is saturated, and TensorBoard's histograms stop at ±1e20 anyway.
 
 What is checked, and how often, is a matter of cost:
-the batch cost is a scalar the step computes anyway, so it is checked before every update on
+the batch cost is a scalar the step computes anyway, so it is checked after every step on
 the CPU, but only every --log-every steps on an accelerator, where reading it forces a device
 sync (the logging pays one at those steps anyway). A NaN gradient gives NaN weights, whose
 cost is NaN in the very next step. But weights can also grow to ±inf while the saturated
@@ -82,7 +82,7 @@ class RunGuard:
                            f"saved {self.run_dir / 'last.pt'}; continue with: gd-torch train --resume {self.run_dir}", self.stop_signal)
 
     def check_step(self, step: int, batch_cost: Tensor, network: Network) -> None:
-        """Before the update of SGD step ``step`` (1-based); see the module docstring for what and how often."""
+        """After SGD step ``step`` (1-based), whose cost was computed before its update; see the module docstring."""
         if step % self.cost_every == 0 and not math.isfinite(batch_cost):
             raise self._diverged(f"the batch cost is {batch_cost.item()}", step)
         if step % self.config.log_every == 0 and not _all_sane(network.parameters()):

@@ -20,14 +20,13 @@ from gd_torch import distributed
 from gd_torch.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.data import Mnist, load_mnist, shuffled_batches
-from gd_torch.engines import engine
 from gd_torch.errors import GdTorchError
 from gd_torch.evaluate import evaluate
 from gd_torch.guard import RunGuard
 from gd_torch.model import Network
 from gd_torch.resume import Progress, load_resumable, restore
 from gd_torch.run_dir import create_run_directory, library_versions, write_json
-from gd_torch.sgd import sgd_step
+from gd_torch.step import sgd_step_function
 from gd_torch.tensorboard_log import TrainingLog
 
 DRY_RUN_EXAMPLES = 1_000
@@ -79,16 +78,14 @@ def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order:
                     log: TrainingLog | None = None, progress: bool = False, skip: int = 0, guard: RunGuard | None = None) -> int:
     """One pass over the training set in random mini-batches (less its first ``skip``, done before a stop);
     returns the number of SGD steps taken so far. Returns early when ``guard`` was asked to stop."""
-    compute_gradients = distributed.data_parallel(engine(config.engine, config.compile))  # unchanged unless launched by torchrun
+    take_step = sgd_step_function(config, optimizer)  # eager, or compiled whole with --compile
     train = data.train
     batches = shuffled_batches(len(train), config.batch_size, order)[skip:]
     for indices in tqdm(batches, leave=False, disable=not progress, unit="batch"):
-        indices = indices.to(train.images.device, non_blocking=True)
-        batch_cost = compute_gradients(network, train.images.index_select(0, indices), train.targets.index_select(0, indices), config.cost)
-        if guard is not None:
-            guard.check_step(step + 1, batch_cost, network)  # NaN or inf: stop before this update
-        sgd_step(optimizer)  # w ← w − η ∇C (plus λw when --weight-decay is set)
+        batch_cost = take_step(network, train, indices.to(train.images.device, non_blocking=True))  # w ← w − η (∇C + λw)
         step += 1
+        if guard is not None:
+            guard.check_step(step, batch_cost, network)  # NaN or inf: stop before anything is saved
         if log is not None and step % config.log_every == 0:
             log.batch(step, batch_cost.item(), network, optimizer.param_groups[0]["lr"])
         if guard is not None and guard.stop_signal:  # Ctrl-C or SIGTERM: train() saves a checkpoint
@@ -120,8 +117,10 @@ def train(config: TrainConfig, data: Mnist | None = None, out=sys.stdout, resume
     ``resume`` (a run directory or checkpoint) continues that run in its own directory instead.
     """
     torch.set_num_threads(config.threads)
-    if distributed.launched_by_torchrun() and (resume or config.time_budget):  # the other ranks follow the epochs alone
-        raise GdTorchError(f"{'--resume' if resume else '--time-budget'} is not supported under torchrun: run it in a single process")
+    if distributed.launched_by_torchrun():  # the other ranks follow the epochs alone, with the gradients all-reduced between backward and update
+        for option, given in (("--resume", resume), ("--time-budget", config.time_budget), ("--compile", config.compile)):
+            if given:
+                raise GdTorchError(f"{option} is not supported under torchrun: run it in a single process")
     device = distributed.start(resolve_device(config.device))
     run_dir, checkpoint = load_resumable(resume, config) if resume else (None, None)
     data = prepare_data(config, device) if data is None else data.to(device)

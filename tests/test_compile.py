@@ -1,33 +1,43 @@
-"""--compile: the same engines, compiled with torch.compile, take the same steps."""
+"""--compile: the whole SGD step (gather, forward, backward, update) as one compiled graph takes the eager steps."""
 
+import os
+
+import pytest
 import torch
 
-from gd_torch.engines import ENGINES, engine
-from tests.gradients import random_problem
+from gd_torch.config import TrainConfig
+from gd_torch.step import sgd_step_function
+from gd_torch.train import network_and_optimizer, seeded_generators, train
+from tests.fakes import synthetic_mnist
 
 
-def test_compiled_engines_compute_the_eager_gradients():
-    for name in ("manual", "autograd"):
-        eager_network, images, targets = random_problem((16, 16), 10, dtype=torch.float32, seed=1)
-        compiled_network, _, _ = random_problem((16, 16), 10, dtype=torch.float32, seed=1)
-        eager_cost = ENGINES[name](eager_network, images, targets, "quadratic")
-        compiled_cost = engine(name, compile=True)(compiled_network, images, targets, "quadratic")
-        torch.testing.assert_close(compiled_cost, eager_cost)
-        for eager, compiled in zip(eager_network.parameters(), compiled_network.parameters()):
-            torch.testing.assert_close(compiled.grad, eager.grad)
+@pytest.mark.parametrize("engine", ["manual", "autograd"])
+def test_a_compiled_step_takes_the_eager_step(engine):
+    data = synthetic_mnist()
+    indices = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(3))[:10]
+    stepped = {}
+    for compile in (False, True):
+        config = TrainConfig(engine=engine, compile=compile, learning_rate=3.0, weight_decay=1e-3, data_root="")
+        network, optimizer = network_and_optimizer(config, torch.device("cpu"), seeded_generators(0)[0])
+        take_step = sgd_step_function(config, optimizer)
+        costs = [take_step(network, data.train, indices) for _ in range(3)]
+        stepped[compile] = costs, network
+    (eager_costs, eager), (compiled_costs, compiled) = stepped[False], stepped[True]
+    torch.testing.assert_close(torch.stack(compiled_costs), torch.stack(eager_costs))
+    for name, expected in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], expected, msg=name)
+    for mine, theirs in zip(compiled.parameters(), eager.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad)  # the log and the guard read .grad
+    initial, _ = network_and_optimizer(TrainConfig(data_root=""), torch.device("cpu"), seeded_generators(0)[0])
+    assert not torch.allclose(compiled.layers[0].weight, initial.layers[0].weight)  # the steps did move the weights
 
 
 def test_compiled_training_follows_the_eager_trajectory(tmp_path):
-    import os
-
-    from gd_torch.config import TrainConfig
-    from gd_torch.train import train
-    from tests.fakes import synthetic_mnist
-
     results = {}
     for compile in (False, True):
-        config = TrainConfig(epochs=1, learning_rate=3.0, batch_size=7, compile=compile, runs_dir=str(tmp_path), data_root=str(tmp_path), image_every=0)
-        results[compile] = train(config, synthetic_mnist(), out=open(os.devnull, "w"))  # 600 = 85·7 + 5: two batch shapes
+        config = TrainConfig(epochs=2, learning_rate=3.0, lr_schedule="cosine", batch_size=7, compile=compile, runs_dir=str(tmp_path),
+                             data_root=str(tmp_path), image_every=0)
+        results[compile] = train(config, synthetic_mnist(), out=open(os.devnull, "w"))  # 600 = 85·7 + 5: two batch shapes, two rates
     for eager, compiled in zip(results[False].network.parameters(), results[True].network.parameters()):
         torch.testing.assert_close(compiled, eager)
-    assert results[True].final["test_accuracy"] == results[False].final["test_accuracy"]
+    assert [epoch["test_accuracy"] for epoch in results[True].history] == [epoch["test_accuracy"] for epoch in results[False].history]

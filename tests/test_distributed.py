@@ -53,9 +53,11 @@ def test_two_processes_take_the_single_process_steps(engine, fake_mnist_root, tm
     assert not torch.allclose(parallel.layers[0].weight, initial.layers[0].weight)  # the steps did move the weights
 
 
-@pytest.mark.parametrize("options, refused", [(dict(resume="runs/some-run"), "--resume"), (dict(time_budget=5.0), "--time-budget")])
+@pytest.mark.parametrize("options, refused", [(dict(resume="runs/some-run"), "--resume"), (dict(time_budget=5.0), "--time-budget"),
+                                               (dict(compile=True), "--compile")])
 def test_options_the_other_ranks_cannot_follow_are_refused_under_torchrun(tmp_path, monkeypatch, options, refused):
-    """Ranks other than 0 only repeat the epochs: a run that rank 0 alone would stop early or resume would hang them."""
+    """Ranks other than 0 only repeat the epochs: a run that rank 0 alone would stop early or resume would hang them.
+    And a compiled step holds the update, where data parallelism needs the all-reduce between backward and update."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     config_options = {k: v for k, v in options.items() if k != "resume"}
     config = TrainConfig(runs_dir=str(tmp_path), data_root=str(tmp_path), **config_options)
