@@ -30,9 +30,17 @@ def sigmoid_prime(a: Tensor) -> Tensor:
 
 
 def weighted_input(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """z = a W^T + b in one fused matmul: (n, n_l) for one network, (K, n, n_l) for K stacked ones."""
+    """z = a W^T + b in one fused matmul: (n, n_l) for one network, (K, n, n_l) for K stacked ones.
+
+    K stacked networks take their own inputs a (K, n, n_{l-1}), or all the same a (n, n_{l-1}) (a
+    sweep's evaluation): then the K weight matrices side by side make one wide matmul.
+    """
     if weight.dim() == 2:
         return torch.addmm(bias, a, weight.T)
+    if a.dim() == 2:
+        copies, n_out, n_in = weight.shape
+        wide = torch.addmm(bias.flatten(), a, weight.reshape(copies * n_out, n_in).T)  # (n, K·n_l): column block k is copy k
+        return wide.view(len(a), copies, n_out).transpose(0, 1)  # (K, n, n_l)
     return torch.baddbmm(bias.unsqueeze(-2), a, weight.mT)
 
 

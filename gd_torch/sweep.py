@@ -28,10 +28,11 @@ from gd_torch.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.data import Mnist, shuffled_batches
 from gd_torch.errors import GdTorchError
+from gd_torch.evaluate import evaluate_copies
 from gd_torch.model import Network
 from gd_torch.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.tensorboard_log import TrainingLog
-from gd_torch.train import measure, prepare_data, resolve_device, seeded_generators
+from gd_torch.train import measure_splits, prepare_data, resolve_device, seeded_generators
 
 FINAL_METRICS = ("test_accuracy", "best_test_accuracy", "test_cost", "train_cost")
 
@@ -92,11 +93,13 @@ def sweep(base: TrainConfig, seeds, learning_rates=None, data: Mnist | None = No
                 sgd_step(stacked, rates, base.weight_decay)
                 step += 1
                 if step % base.log_every == 0:
-                    for k, log in enumerate(logs):
-                        log.batch(step, batch_costs[k].item(), stacked.copy_into(k, networks[k]), rates[k].item())
+                    for log, *values in zip(logs, batch_costs.tolist(), stacked.gradient_norms().tolist(), rates.tolist()):
+                        log.batch(step, *values)
+            measured = measure_splits(lambda split: evaluate_copies(stacked, split, base.cost), data)  # all K copies at once
             seconds = time.perf_counter() - started  # for all K copies together
             for k, (config, network, log) in enumerate(zip(configs, networks, logs)):
-                metrics = measure(stacked.copy_into(k, network), config, data) | {"seconds": seconds, "learning_rate": config.learning_rate_at(epoch)}
+                metrics = measured[k] | {"seconds": seconds, "learning_rate": config.learning_rate_at(epoch)}
+                stacked.copy_into(k, network)
                 best = max([metrics["test_accuracy"], *(h["best_test_accuracy"] for h in histories[k])])
                 histories[k].append({"epoch": epoch, "step": step, "best_test_accuracy": best} | metrics)
                 log.epoch(step, epoch, metrics, network)

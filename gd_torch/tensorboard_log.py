@@ -22,14 +22,18 @@ from gd_torch.data import Split
 from gd_torch.model import Network
 
 
+def gradient_norm(network: Network) -> float:
+    """‖∇C‖ over every weight and bias, √(Σ_l ‖∂C/∂W^l‖² + ‖∂C/∂b^l‖²), from their ``.grad``."""
+    return torch.stack([p.grad.norm() for p in network.parameters() if p.grad is not None]).norm().item()
+
+
 class TrainingLog:
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
 
-    def batch(self, step: int, batch_cost: float, network: Network, learning_rate: float) -> None:
-        gradients = [p.grad for p in network.parameters() if p.grad is not None]
+    def batch(self, step: int, batch_cost: float, gradient_norm: float, learning_rate: float) -> None:
         self.writer.add_scalar("batch/train_cost", batch_cost, step)
-        self.writer.add_scalar("batch/gradient_norm", torch.stack([g.norm() for g in gradients]).norm().item(), step)
+        self.writer.add_scalar("batch/gradient_norm", gradient_norm, step)
         self.writer.add_scalar("batch/learning_rate", learning_rate, step)
 
     def epoch(self, step: int, epoch: int, scalars: dict[str, float], network: Network) -> None:

@@ -27,7 +27,7 @@ from gd_torch.model import Network
 from gd_torch.resume import Progress, load_resumable, restore
 from gd_torch.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.step import sgd_step_function
-from gd_torch.tensorboard_log import TrainingLog
+from gd_torch.tensorboard_log import TrainingLog, gradient_norm
 
 DRY_RUN_EXAMPLES = 1_000
 
@@ -87,7 +87,7 @@ def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order:
         if guard is not None:
             guard.check_step(step, batch_cost, network)  # NaN or inf: stop before anything is saved
         if log is not None and step % config.log_every == 0:
-            log.batch(step, batch_cost.item(), network, optimizer.param_groups[0]["lr"])
+            log.batch(step, batch_cost.item(), gradient_norm(network), optimizer.param_groups[0]["lr"])
         if guard is not None and guard.stop_signal:  # Ctrl-C or SIGTERM: train() saves a checkpoint
             break
     return step
@@ -95,13 +95,20 @@ def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order:
 
 def measure(network: Network, config: TrainConfig, data: Mnist) -> dict[str, float]:
     """The per-epoch numbers: cost and accuracy on the full training, test (and validation) sets."""
-    splits = {"train": data.train, "test": data.test, "validation": data.validation}
-    metrics = {}
-    for name, split in splits.items():
-        if split is not None:
-            result = evaluate(network, split, config.cost)
-            metrics[f"{name}_cost"], metrics[f"{name}_accuracy"] = result.cost, result.accuracy
+    (metrics,) = measure_splits(lambda split: [evaluate(network, split, config.cost)], data)
     return metrics
+
+
+def measure_splits(evaluate_split, data: Mnist) -> list[dict[str, float]]:
+    """``measure`` for each network that ``evaluate_split`` (split -> [Metrics per network]) evaluates."""
+    per_network = []
+    for name, split in (("train", data.train), ("test", data.test), ("validation", data.validation)):
+        if split is not None:
+            results = evaluate_split(split)
+            per_network = per_network or [{} for _ in results]
+            for metrics, result in zip(per_network, results, strict=True):
+                metrics[f"{name}_cost"], metrics[f"{name}_accuracy"] = result.cost, result.accuracy
+    return per_network
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:

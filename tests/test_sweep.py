@@ -15,8 +15,10 @@ from gd_torch.config import TrainConfig
 from gd_torch.cost import cost, one_hot
 from gd_torch.engines import ENGINES
 from gd_torch.errors import GdTorchError
+from gd_torch.evaluate import evaluate, evaluate_copies
 from gd_torch.model import Network
 from gd_torch.sweep import FINAL_METRICS, sweep, sweep_configs
+from gd_torch.tensorboard_log import gradient_norm
 from gd_torch.train import train
 from tests.fakes import synthetic_mnist
 
@@ -62,6 +64,38 @@ def test_stacked_forward_is_network_forward_per_copy():
     output = StackedNetworks(networks)(images)
     for k, network in enumerate(networks):
         torch.testing.assert_close(output[k], network(images[k]))
+
+
+def test_stacked_networks_on_shared_images_are_each_network_on_them():
+    """A sweep's evaluation: every copy sees the same digits (one wide first-layer matmul)."""
+    networks, images, _ = networks_and_batches()
+    stacked = StackedNetworks(networks)
+    shared = manual.forward(stacked, images[0])[1:]  # a^1..a^L, (K, 7, n_l), from the same (7, 784) images for all copies
+    for k, network in enumerate(networks):
+        for a_stacked, a_alone in zip(shared, manual.forward(network, images[0])[1:], strict=True):
+            torch.testing.assert_close(a_stacked[k], a_alone)
+
+
+def test_evaluate_copies_is_evaluate_on_each_copy():
+    networks, _, _ = networks_and_batches(copies=4, dtype=torch.float32)
+    split = synthetic_mnist().test  # 200 digits, evaluated in chunks of 64 and a last one of 8
+    results = evaluate_copies(StackedNetworks(networks), split, "nielsen", batch_size=64)
+    assert len(results) == len(networks)
+    for network, result in zip(networks, results):
+        alone = evaluate(network, split, "nielsen", batch_size=64)
+        assert (result.correct, result.total, result.accuracy) == (alone.correct, alone.total, alone.accuracy)
+        assert result.cost == pytest.approx(alone.cost, rel=1e-6)
+    assert len({result.cost for result in results}) == len(networks)  # the copies really differ
+
+
+def test_gradient_norms_are_each_copys_gradient_norm():
+    networks, images, targets = networks_and_batches()
+    stacked = StackedNetworks(networks)
+    STACKED_ENGINES["manual"](stacked, images, targets, "quadratic")
+    norms = stacked.gradient_norms()
+    for k, network in enumerate(networks):
+        ENGINES["manual"](network, images[k], targets[k], "quadratic")
+        assert norms[k].item() == pytest.approx(gradient_norm(network), rel=1e-12)
 
 
 def test_sgd_step_with_a_rate_per_copy_equals_torch_optim_sgd():
