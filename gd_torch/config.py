@@ -48,7 +48,7 @@ class TrainConfig:
     validation_size: int = _option(0, "hold out the last N training images for validation (Nielsen: 10000)")
     data_root: str = _option(help="MNIST folder in torchvision layout (default: $GD_TORCH_DATA or ./data)", default_factory=default_data_root)
     download: bool = _option(True, "download MNIST with torchvision when it is not in --data-root")
-    compile: bool = _option(False, "compile each step's gradient computation with torch.compile: seconds of compiling first, then faster steps (see README, Performance)")
+    compile: bool = _option(False, "compile the whole SGD step (gather, forward, backward, update) with torch.compile: seconds of compiling first, then faster steps (see README, Performance)")
     device: str = _option("auto", "auto picks cuda, then mps, then cpu", DEVICE_NAMES)
     threads: int = _option(1, "CPU threads for PyTorch; 1 is fastest for this small net and survives a busy machine")
     runs_dir: str = _option("runs", "parent folder of the run directories (TensorBoard --logdir)")

@@ -14,6 +14,7 @@ logged after its checkpoint; ``epoch/epoch`` maps steps to epochs.
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
@@ -31,7 +32,12 @@ class TrainingLog:
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
 
-    def batch(self, step: int, batch_cost: float, gradient_norm: float, learning_rate: float) -> None:
+    def batch(self, step: int, batch_cost: Tensor, network: Network, learning_rate: float) -> None:
+        """Every --log-every SGD steps: the mini-batch's cost, ‖∇C‖ and η (reading the cost waits for the device)."""
+        self.batch_values(step, batch_cost.item(), gradient_norm(network), learning_rate)
+
+    def batch_values(self, step: int, batch_cost: float, gradient_norm: float, learning_rate: float) -> None:
+        """The same from numbers already read (a sweep reads all its copies' at once)."""
         self.writer.add_scalar("batch/train_cost", batch_cost, step)
         self.writer.add_scalar("batch/gradient_norm", gradient_norm, step)
         self.writer.add_scalar("batch/learning_rate", learning_rate, step)

@@ -27,7 +27,7 @@ from gd_torch.model import Network
 from gd_torch.resume import Progress, load_resumable, restore
 from gd_torch.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.step import sgd_step_function
-from gd_torch.tensorboard_log import TrainingLog, gradient_norm
+from gd_torch.tensorboard_log import TrainingLog
 
 DRY_RUN_EXAMPLES = 1_000
 
@@ -87,7 +87,7 @@ def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order:
         if guard is not None:
             guard.check_step(step, batch_cost, network)  # NaN or inf: stop before anything is saved
         if log is not None and step % config.log_every == 0:
-            log.batch(step, batch_cost.item(), gradient_norm(network), optimizer.param_groups[0]["lr"])
+            log.batch(step, batch_cost, network, optimizer.param_groups[0]["lr"])
         if guard is not None and guard.stop_signal:  # Ctrl-C or SIGTERM: train() saves a checkpoint
             break
     return step
