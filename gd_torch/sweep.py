@@ -56,6 +56,9 @@ def sweep_configs(base: TrainConfig, seeds, learning_rates=None) -> list[TrainCo
 
 def sweep(base: TrainConfig, seeds, learning_rates=None, data: Mnist | None = None, out=sys.stdout) -> SweepResult:
     """Train every (learning rate, seed) copy of ``base`` at once; logs one run per copy under a new sweep directory."""
+    for option, given in (("--compile", base.compile), ("--time-budget", base.time_budget)):
+        if given:  # the copies share one loop of stacked steps: eager, and as long as --epochs says
+            raise GdTorchError(f"{option} is not supported by gd-torch sweep: train that run alone with gd-torch train")
     configs = sweep_configs(base, seeds, learning_rates)
     torch.set_num_threads(base.threads)
     device = resolve_device(base.device)

@@ -156,6 +156,8 @@ def test_summary_files_hold_every_copy_and_the_mean_and_std_per_rate(fake_mnist_
     (["--seeds", "1", "1"], "--seeds must be distinct"),
     (["--num-seeds", "0"], "--num-seeds must be a positive integer"),
     (["--learning-rates", "1", "-2"], "--learning-rate must be a finite number > 0"),
+    (["--compile"], "--compile is not supported by gd-torch sweep"),
+    (["--time-budget", "60"], "--time-budget is not supported by gd-torch sweep"),
 ])
 def test_bad_sweep_options_are_one_line_errors(arguments, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit:
