@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gd_torch.config import TrainConfig
-from gd_torch.step import sgd_step_function
+from gd_torch.step import sgd_step_function, whole_step_function
 from gd_torch.train import network_and_optimizer, seeded_generators, train
 from tests.fakes import synthetic_mnist
 
@@ -41,3 +41,15 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
     for eager, compiled in zip(results[False].network.parameters(), results[True].network.parameters()):
         torch.testing.assert_close(compiled, eager)
     assert [epoch["test_accuracy"] for epoch in results[True].history] == [epoch["test_accuracy"] for epoch in results[False].history]
+
+
+@pytest.mark.parametrize("engine", ["manual", "autograd"])
+def test_the_whole_step_is_one_graph(engine):
+    """No graph break: gather, gradient and update compile together (the point of --compile)."""
+    data = synthetic_mnist()
+    config = TrainConfig(engine=engine, data_root="")
+    network, _ = network_and_optimizer(config, torch.device("cpu"), seeded_generators(0)[0])
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(whole_step_function(engine))(
+            network, data.train.images, data.train.targets, torch.arange(10), "quadratic", torch.tensor(0.5), 6e-5)
+    assert (explanation.graph_count, len(explanation.break_reasons)) == (1, 0), explanation.break_reasons
