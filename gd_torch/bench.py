@@ -16,8 +16,8 @@ work (σ, σ', the cost) is left out, so no real step reaches the floor.
 The logging overhead is counted where it is spent, in one row that trains with the default
 ``TrainingLog``: the seconds inside its calls (every --log-every steps, and per epoch, which
 ends waiting for its writer thread to put the events on disk), plus the images drawn every
---image-every epochs (amortised), as a share of the rest of that epoch. The difference between epochs with and without the log would
-drown in this machine's noise (epochs vary by ±30%).
+--image-every epochs (amortised), as a share of the rest of that epoch. The difference between
+epochs with and without the log would drown in this machine's noise (epochs vary by ±30%).
 """
 
 import json
@@ -217,7 +217,6 @@ def bench_device(config: TrainConfig, device: torch.device, batch_sizes: list[in
         "floor_seconds_per_epoch": floor,
         "image_every": config.image_every,
         # scalars and histograms every epoch, images every --image-every epochs (amortised), counted where they are spent
-        # (timing the epoch with and without the log instead would measure this machine's noise, ±30% between epochs)
         "logging_seconds_per_epoch": logging,
         "logging_overhead": (logging + images.median / config.image_every) / (statistics.fmean(logged.seconds) - logging),
         "rows": [{
