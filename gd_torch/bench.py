@@ -261,7 +261,10 @@ def run_bench(data_root: str, download: bool = True, batch_sizes=(10, 100, 1000)
     def progress(message):
         print(f"gd-torch bench: {message}", file=sys.stderr, flush=True)
 
-    with tempfile.TemporaryDirectory() as log_dir:
+    # each compiled row takes up to 3 shapes (steps per call, single steps, a smaller last batch): past dynamo's limit
+    # of 8 per process the later rows would silently run eager, so the bench, which compiles many, raises it
+    shapes = 3 * 2 * len(batch_sizes) * len(devices)
+    with tempfile.TemporaryDirectory() as log_dir, torch._dynamo.config.patch(recompile_limit=max(8, shapes)):
         for name in devices:
             report["devices"].append(bench_device(config, resolve_device(name), list(batch_sizes), repeats, tutorial_examples, log_dir, progress, compile))
     report["load_average_after"] = os.getloadavg()[0]

@@ -10,24 +10,39 @@ from gd_torch.errors import GdTorchError
 from gd_torch.mnist_files import check_files, raw_folder, where_files_go
 
 
+def activations(pixels: Tensor) -> Tensor:
+    """Pixel values 0..255 (uint8) -> the network's input activations in [0, 1]."""
+    return pixels.float() / 255
+
+
 @dataclass
 class Split:
-    """One part of MNIST: images (N, 784) float in [0, 1], labels (N,) int64, one-hot targets (N, 10)."""
+    """One part of MNIST: images (N, 784) float in [0, 1], labels (N,) int64, one-hot targets (N, 10).
+
+    ``pixels`` holds the same images as read, (N, 784) uint8 0..255, when they came from MNIST's
+    files: --compile gathers its mini-batches from them, a quarter of the bytes of ``images``.
+    """
 
     images: Tensor
     labels: Tensor
+    pixels: Tensor | None = None
 
     def __post_init__(self):
         self.targets = one_hot(self.labels, self.images.dtype)
 
+    @classmethod
+    def from_pixels(cls, pixels: Tensor, labels: Tensor) -> "Split":
+        return cls(activations(pixels), labels, pixels)
+
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def to(self, device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+    def __getitem__(self, rows: slice) -> "Split":
+        """``split[:1000]``: the examples in ``rows``."""
+        return Split(self.images[rows], self.labels[rows], None if self.pixels is None else self.pixels[rows])
 
-    def head(self, count: int) -> "Split":
-        return Split(self.images[:count], self.labels[:count])
+    def to(self, device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device), None if self.pixels is None else self.pixels.to(device))
 
 
 @dataclass
@@ -49,8 +64,7 @@ def _read(root: str, train: bool, download: bool) -> Split:
         reason = "could not be downloaded" if download else "is not there and --no-download was given"
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise GdTorchError(f"MNIST {reason} ({detail}): {where_files_go(root)}, or set --data-root / GD_TORCH_DATA") from None
-    images = dataset.data.reshape(len(dataset.data), 28 * 28).float() / 255  # pixels 0..255 -> activations in [0, 1]
-    return Split(images, dataset.targets.long())
+    return Split.from_pixels(dataset.data.reshape(len(dataset.data), 28 * 28), dataset.targets.long())
 
 
 def load_mnist(root: str, download: bool = True, validation_size: int = 0) -> Mnist:
@@ -64,7 +78,7 @@ def load_mnist(root: str, download: bool = True, validation_size: int = 0) -> Mn
     if validation_size == 0:
         return Mnist(train, test)
     keep = len(train) - validation_size
-    return Mnist(train.head(keep), test, Split(train.images[keep:], train.labels[keep:]))
+    return Mnist(train[:keep], test, train[keep:])
 
 
 def shuffled_batches(num_examples: int, batch_size: int, generator: torch.Generator) -> tuple[Tensor, ...]:

@@ -11,9 +11,10 @@ Divergence: a non-finite cost, or weights that went non-finite or beyond ±1e20,
 every sigmoid is saturated, and TensorBoard's histograms stop at ±1e20 anyway.
 
 What is checked, and how often, is a matter of cost:
-the batch cost is a scalar the step computes anyway, so it is checked after every step on
-the CPU, but only every --log-every steps on an accelerator, where reading it forces a device
-sync (the logging pays one at those steps anyway). A NaN gradient gives NaN weights, whose
+the batch cost is a scalar the step computes anyway, so every step's is checked on the CPU
+(eager after each step; with --compile after each call of 16 steps, naming the first bad one),
+but only every --log-every steps on an accelerator, where reading it forces a device sync (the
+logging pays one at those steps anyway). A NaN gradient gives NaN weights, whose
 cost is NaN in the very next step. But weights can also grow to ±inf while the saturated
 sigmoids keep the cost finite, so the weights themselves are checked every --log-every steps,
 and with the gradients before every checkpoint and histogram. Measured on one CPU thread
@@ -81,11 +82,14 @@ class RunGuard:
         return Interrupted(f"stopped by {name} after step {step} ({batches_done} batches into epoch {self.epoch}); "
                            f"saved {self.run_dir / 'last.pt'}; continue with: gd-torch train --resume {self.run_dir}", self.stop_signal)
 
-    def check_step(self, step: int, batch_cost: Tensor, network: Network) -> None:
-        """After SGD step ``step`` (1-based), whose cost was computed before its update; see the module docstring."""
-        if step % self.cost_every == 0 and not math.isfinite(batch_cost):
-            raise self._diverged(f"the batch cost is {batch_cost.item()}", step)
-        if step % self.config.log_every == 0 and not _all_sane(network.parameters()):
+    def check_steps(self, step: int, batch_costs: Tensor, network: Network) -> None:
+        """After the k = len(batch_costs) SGD steps that end with step ``step`` (1-based), each cost computed before
+        its update; see the module docstring. One sum tells whether all k costs are finite (NaN and ±inf carry)."""
+        first = step - len(batch_costs) + 1
+        if _due(first, step, self.cost_every) and not math.isfinite(batch_costs.sum()):
+            bad = int(torch.isfinite(batch_costs).logical_not().nonzero()[0])
+            raise self._diverged(f"the batch cost is {batch_costs[bad].item()}", first + bad)
+        if _due(first, step, self.config.log_every) and not _all_sane(network.parameters()):
             raise self._diverged(f"some weights or biases are not finite or beyond ±{LARGEST_WEIGHT:g}", step)
 
     def check_epoch(self, step: int, train_cost: float, network: Network) -> None:
@@ -103,6 +107,11 @@ class RunGuard:
         return Diverged(f"diverged at step {step} (epoch {self.epoch}, learning rate {learning_rate:g}): {what}; {kept}. "
                         f"Hint: start a new run with a smaller --learning-rate (e.g. {self.config.learning_rate / 4:g})"
                         + (f" or --weight-decay (now {self.config.weight_decay:g})" if self.config.weight_decay else ""))
+
+
+def _due(first: int, last: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in first..last."""
+    return last // every > (first - 1) // every
 
 
 def _all_sane(tensors) -> bool:

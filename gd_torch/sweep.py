@@ -97,7 +97,7 @@ def sweep(base: TrainConfig, seeds, learning_rates=None, data: Mnist | None = No
                 step += 1
                 if step % base.log_every == 0:
                     for log, *values in zip(logs, batch_costs.tolist(), stacked.gradient_norms().tolist(), rates.tolist()):
-                        log.batch_values(step, *values)
+                        log.batch(step, *values)
             measured = measure_splits(lambda split: evaluate_copies(stacked, split, base.cost), data)  # all K copies at once
             seconds = time.perf_counter() - started  # for all K copies together
             for k, (config, network, log) in enumerate(zip(configs, networks, logs)):

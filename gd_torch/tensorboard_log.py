@@ -23,21 +23,22 @@ from gd_torch.data import Split
 from gd_torch.model import Network
 
 
-def gradient_norm(network: Network) -> float:
-    """‖∇C‖ over every weight and bias, √(Σ_l ‖∂C/∂W^l‖² + ‖∂C/∂b^l‖²), from their ``.grad``."""
-    return torch.stack([p.grad.norm() for p in network.parameters() if p.grad is not None]).norm().item()
+def gradient_norm(gradients: list[Tensor]) -> Tensor:
+    """‖∇C‖ = √(Σ_l ‖∂C/∂W^l‖² + ‖∂C/∂b^l‖²), from the gradients of every weight matrix and bias vector."""
+    return torch.stack([gradient.norm() for gradient in gradients]).norm()
+
+
+def gradients(network: Network) -> list[Tensor]:
+    """Each weight's and bias's ``.grad``: ∇C of the last SGD step."""
+    return [parameter.grad for parameter in network.parameters() if parameter.grad is not None]
 
 
 class TrainingLog:
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
 
-    def batch(self, step: int, batch_cost: Tensor, network: Network, learning_rate: float) -> None:
-        """Every --log-every SGD steps: the mini-batch's cost, ‖∇C‖ and η (reading the cost waits for the device)."""
-        self.batch_values(step, batch_cost.item(), gradient_norm(network), learning_rate)
-
-    def batch_values(self, step: int, batch_cost: float, gradient_norm: float, learning_rate: float) -> None:
-        """The same from numbers already read (a sweep reads all its copies' at once)."""
+    def batch(self, step: int, batch_cost: float | Tensor, gradient_norm: float | Tensor, learning_rate: float) -> None:
+        """Every --log-every SGD steps: the mini-batch's cost, ‖∇C‖ and η (reading a tensor waits for the device)."""
         self.writer.add_scalar("batch/train_cost", batch_cost, step)
         self.writer.add_scalar("batch/gradient_norm", gradient_norm, step)
         self.writer.add_scalar("batch/learning_rate", learning_rate, step)

@@ -26,8 +26,8 @@ from gd_torch.guard import RunGuard
 from gd_torch.model import Network
 from gd_torch.resume import Progress, load_resumable, restore
 from gd_torch.run_dir import create_run_directory, library_versions, write_json
-from gd_torch.step import sgd_step_function
-from gd_torch.tensorboard_log import TrainingLog
+from gd_torch.step import chunks, sgd_steps_function
+from gd_torch.tensorboard_log import TrainingLog, gradient_norm, gradients
 
 DRY_RUN_EXAMPLES = 1_000
 
@@ -61,8 +61,7 @@ def seeded_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
 def prepare_data(config: TrainConfig, device: torch.device) -> Mnist:
     data = load_mnist(config.data_root, config.download, config.validation_size)
     if config.dry_run:
-        data = Mnist(data.train.head(DRY_RUN_EXAMPLES), data.test.head(DRY_RUN_EXAMPLES),
-                     data.validation.head(DRY_RUN_EXAMPLES) if data.validation else None)
+        data = Mnist(data.train[:DRY_RUN_EXAMPLES], data.test[:DRY_RUN_EXAMPLES], data.validation[:DRY_RUN_EXAMPLES] if data.validation else None)
     if config.batch_size > len(data.train):
         raise GdTorchError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training images")
     return data.to(device)
@@ -78,18 +77,22 @@ def train_one_epoch(network, optimizer, config: TrainConfig, data: Mnist, order:
                     log: TrainingLog | None = None, progress: bool = False, skip: int = 0, guard: RunGuard | None = None) -> int:
     """One pass over the training set in random mini-batches (less its first ``skip``, done before a stop);
     returns the number of SGD steps taken so far. Returns early when ``guard`` was asked to stop."""
-    take_step = sgd_step_function(config, optimizer)  # eager, or compiled whole with --compile
+    take_steps = sgd_steps_function(config, optimizer)  # eager one step per call, or several compiled with --compile
     train = data.train
     batches = shuffled_batches(len(train), config.batch_size, order)[skip:]
-    for indices in tqdm(batches, leave=False, disable=not progress, unit="batch"):
-        batch_cost = take_step(network, train, indices.to(train.images.device, non_blocking=True))  # w ← w − η (∇C + λw)
-        step += 1
-        if guard is not None:
-            guard.check_step(step, batch_cost, network)  # NaN or inf: stop before anything is saved
-        if log is not None and step % config.log_every == 0:
-            log.batch(step, batch_cost, network, optimizer.param_groups[0]["lr"])
-        if guard is not None and guard.stop_signal:  # Ctrl-C or SIGTERM: train() saves a checkpoint
-            break
+    with tqdm(total=len(batches), leave=False, disable=not progress, unit="batch") as bar:
+        for chunk in chunks(batches, take_steps.batches_per_call):
+            done = take_steps(network, train, chunk.to(train.images.device, non_blocking=True))  # w ← w − η (∇C + λw), per row
+            first, step = step + 1, step + len(chunk)
+            if guard is not None:
+                guard.check_steps(step, done.batch_costs, network)  # NaN or inf: stop before anything is saved
+            if log is not None:
+                for logged in range(first + (-first) % config.log_every, step + 1, config.log_every):  # the multiples of log_every
+                    norm = gradient_norm(gradients(network)) if done.gradient_norms is None else done.gradient_norms[logged - first]
+                    log.batch(logged, done.batch_costs[logged - first], norm, optimizer.param_groups[0]["lr"])
+            bar.update(len(chunk))
+            if guard is not None and guard.stop_signal:  # Ctrl-C or SIGTERM: train() saves a checkpoint
+                break
     return step
 
 

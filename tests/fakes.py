@@ -45,5 +45,5 @@ def synthetic_mnist(train_count: int = 600, test_count: int = 200) -> Mnist:
     splits = []
     for count, seed in ((train_count, 1), (test_count, 2)):
         images, labels = synthetic_digits(count, seed)
-        splits.append(Split(images.reshape(count, 784).float() / 255, labels))
+        splits.append(Split.from_pixels(images.reshape(count, 784), labels))
     return Mnist(*splits)

@@ -8,7 +8,8 @@ import torch
 from gd_torch.checkpoint import load_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.engines import ENGINES
-from gd_torch.guard import LARGEST_WEIGHT, Diverged
+from gd_torch.guard import LARGEST_WEIGHT, Diverged, RunGuard
+from gd_torch.model import Network
 from gd_torch.train import train
 from tests.fakes import synthetic_mnist
 
@@ -60,3 +61,13 @@ def test_weights_blowing_up_with_a_finite_cost_stop_the_run(tmp_path, data, log_
     for path in tmp_path.glob("*/*.pt"):
         for tensor in load_checkpoint(path)["model"].values():
             assert tensor.abs().max() <= LARGEST_WEIGHT
+
+
+def test_a_nan_inside_a_call_of_several_steps_names_its_own_step(tmp_path, data):
+    """Compiled calls take several steps at once; the guard reads all their costs and names the first that is not finite."""
+    config = TrainConfig(runs_dir=str(tmp_path), learning_rate=1.5, lr_schedule="constant")
+    network = Network(config.layer_sizes)
+    with RunGuard(config, torch.device("cpu"), tmp_path) as guard:
+        guard.check_steps(16, torch.tensor([0.5, 0.4, 0.4, 0.3, 0.3, 0.2, 0.2, 0.1]), network)  # steps 9..16: all finite
+        with pytest.raises(Diverged, match=r"diverged at step 19 \(epoch 0, learning rate 1.5\): the batch cost is inf"):
+            guard.check_steps(24, torch.tensor([0.5, 0.4, float("inf"), float("nan"), 0.3, 0.2, 0.2, 0.1]), network)
