@@ -4,12 +4,12 @@ import os
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gd_torch.config import TrainConfig
 from gd_torch.step import STEPS_PER_CALL, chunks, sgd_steps_function, whole_steps_function
 from gd_torch.tensorboard_log import gradient_norm, gradients
 from gd_torch.train import network_and_optimizer, seeded_generators, train
+from tests.events import scalars
 from tests.fakes import synthetic_mnist
 
 
@@ -62,15 +62,9 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
         torch.testing.assert_close(compiled, eager)
     assert [epoch["test_accuracy"] for epoch in results[True].history] == [epoch["test_accuracy"] for epoch in results[False].history]
     for tag in ("batch/train_cost", "batch/gradient_norm"):  # logged every 3 steps, from inside the compiled calls too
-        (eager_steps, eager_values), (compiled_steps, compiled_values) = (logged(results[compile].run_dir, tag) for compile in (False, True))
-        assert compiled_steps == eager_steps == list(range(3, 2 * 86 + 1, 3))
-        assert compiled_values == pytest.approx(eager_values, rel=1e-4)
-
-
-def logged(run_dir, tag) -> tuple[list[int], list[float]]:
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return [event.step for event in events.Scalars(tag)], [event.value for event in events.Scalars(tag)]
+        (eager_steps, eager_values), (compiled_steps, compiled_values) = (zip(*scalars(results[compile].run_dir, tag)) for compile in (False, True))
+        assert list(compiled_steps) == list(eager_steps) == list(range(3, 2 * 86 + 1, 3))
+        assert list(compiled_values) == pytest.approx(list(eager_values), rel=1e-4)
 
 
 def test_steps_from_pixels_equal_steps_from_float_images():

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gd_torch.checkpoint import load_checkpoint
 from gd_torch.config import TrainConfig
@@ -15,6 +14,7 @@ from gd_torch.errors import GdTorchError
 from gd_torch.guard import Interrupted
 from gd_torch.tensorboard_log import TrainingLog
 from gd_torch.train import train
+from tests.events import scalars
 from tests.fakes import synthetic_mnist
 
 STEPS_PER_EPOCH = 60  # 600 synthetic training images in batches of 10
@@ -49,12 +49,6 @@ def interrupted_and_resumed(monkeypatch, config, data, stop_step):
     monkeypatch.undo()
     (run_dir,) = Path(config.runs_dir).iterdir()
     return stopped.value, run_dir, train(config, data, out=io.StringIO(), resume=run_dir)
-
-
-def scalars(run_dir, tag):
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return [(event.step, event.value) for event in events.Scalars(tag)]
 
 
 def without_seconds(history):

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gd_torch.checkpoint import load_checkpoint
 from gd_torch.config import TrainConfig
 from gd_torch.train import train
+from tests.events import scalars
 from tests.fakes import write_mnist_files
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -61,10 +61,8 @@ def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(tmp_path, 
     state = load_checkpoint(run_dir / "last.pt")  # weights_only=True
     assert state["epoch"] == 1 and 0 < state["batches_done"] < TRAIN_IMAGES  # stopped mid-epoch 2
     assert state["step"] == TRAIN_IMAGES + state["batches_done"]
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    assert [event.step for event in events.Scalars("epoch/test_accuracy")] == [TRAIN_IMAGES]  # x: SGD step; epoch 1 ended at step 1000 (batch size 1)
-    assert [event.step for event in events.Scalars("batch/train_cost")] == list(range(50, state["step"] + 1, 50))
+    assert [step for step, _ in scalars(run_dir, "epoch/test_accuracy")] == [TRAIN_IMAGES]  # x: SGD step; epoch 1 ended at step 1000 (batch size 1)
+    assert [step for step, _ in scalars(run_dir, "batch/train_cost")] == list(range(50, state["step"] + 1, 50))
 
     resumed = gd_torch("train", "--resume", str(run_dir))
     stdout, stderr = resumed.communicate(timeout=WAIT_SECONDS)
