@@ -3,15 +3,28 @@
 import argparse
 import sys
 
-from gd_torch.config import DEVICE_NAMES, add_config_arguments, config_from_arguments, default_data_root
-from gd_torch.errors import GdTorchError
-from gd_torch.presets import PRESETS, preset_config
-from gd_torch.reproduce import add_reproduce_arguments, run_reproduce
+from gd_torch.core.distributed import is_leader
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.presets import PRESETS, preset_settings
+from gd_torch.core.settings import (
+    DEVICE_NAMES,
+    RunOptions,
+    TrainingSettings,
+    add_arguments,
+    default_data_root,
+    from_arguments,
+)
+from gd_torch.tools.reproduce import add_reproduce_arguments, run_reproduce
+
+SETTINGS_TITLE = "training settings (they decide the result; --resume keeps them)"
+OPTIONS_TITLE = "run options (where and how it runs; --resume may change them)"
 
 
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *arguments, **options):
-        super().__init__(*arguments, allow_abbrev=False, **options)  # else --lr would mean --lr-schedule
+        super().__init__(
+            *arguments, allow_abbrev=False, **options
+        )  # else --lr would mean --lr-schedule
 
     def error(self, message):
         """Usage mistakes as one line naming the problem (argparse prints the usage too)."""
@@ -19,51 +32,80 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train(arguments) -> None:
-    from gd_torch.resume import saved_config
-    from gd_torch.train import train
+    from gd_torch.api import train
+    from gd_torch.core.resume import saved_settings
+    from gd_torch.core.run import ProgressBar
 
     if arguments.resume and arguments.preset:
-        raise GdTorchError("--preset cannot be given with --resume: a resumed run keeps its own settings")
-    base = saved_config(arguments.resume) if arguments.resume else preset_config(arguments.preset) if arguments.preset else None
-    train(config_from_arguments(arguments, base), resume=arguments.resume)
+        raise GdTorchError(
+            "--preset cannot be given with --resume: a resumed run keeps its own settings"
+        )
+    if arguments.resume:
+        settings, options = saved_settings(arguments.resume)
+    else:
+        settings = preset_settings(arguments.preset) if arguments.preset else None
+        options = None
+    settings = from_arguments(arguments, TrainingSettings, settings)
+    options = from_arguments(arguments, RunOptions, options)
+    callbacks = [ProgressBar()] if sys.stderr.isatty() else []
+    result = train(settings, options, callbacks=callbacks, resume=arguments.resume)
+    if result.run_dir is not None:
+        print(f"view it with: tensorboard --logdir {result.run_dir.parent}")
 
 
 def _sweep(arguments) -> None:
-    from gd_torch.sweep import sweep
+    from gd_torch.tools.sweep import sweep
 
-    config = config_from_arguments(arguments)
+    settings = from_arguments(arguments, TrainingSettings)
+    options = from_arguments(arguments, RunOptions)
     if arguments.num_seeds < 1:
         raise GdTorchError("--num-seeds must be a positive integer")
-    seeds = arguments.seeds or range(config.seed, config.seed + arguments.num_seeds)
-    sweep(config, seeds, arguments.learning_rates)
+    seeds = arguments.seeds or range(settings.seed, settings.seed + arguments.num_seeds)
+    sweep(settings, options, seeds, arguments.learning_rates)
 
 
 def _bench(arguments) -> None:
     if arguments.sweep:
-        from gd_torch.bench_sweep import bench_sweep
+        from gd_torch.tools.bench_sweep import bench_sweep
 
         bench_sweep(arguments.data_root, arguments.copies, arguments.train_images, arguments.epochs)
         return
-    from gd_torch.bench import run_bench
+    from gd_torch.tools.bench import run_bench
 
-    run_bench(arguments.data_root, arguments.download, arguments.batch_sizes, arguments.repeats, arguments.tutorial_examples,
-              arguments.threads, arguments.devices, arguments.json, compile=arguments.compile)
+    run_bench(
+        arguments.data_root,
+        arguments.download,
+        arguments.batch_sizes,
+        arguments.repeats,
+        arguments.tutorial_examples,
+        arguments.threads,
+        arguments.devices,
+        arguments.json,
+        compile=arguments.compile,
+    )
 
 
 def _eval(arguments) -> None:
     import torch
 
-    from gd_torch.checkpoint import load_checkpoint, network_from_checkpoint
-    from gd_torch.data import load_mnist
-    from gd_torch.evaluate import evaluate
+    from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, settings_of
+    from gd_torch.core.data import load_mnist
+    from gd_torch.core.evaluate import evaluate
 
     torch.set_num_threads(1)
-    network, config = network_from_checkpoint(load_checkpoint(arguments.checkpoint))
-    data_root = arguments.data_root or config.data_root
-    metrics = evaluate(network, load_mnist(data_root, arguments.download).test, config.cost)
-    print(f"{arguments.checkpoint}: {'-'.join(map(str, config.layer_sizes))} network, trained {config.epochs} epochs")
-    print(f"test cost {metrics.cost:.4f} ({config.cost} convention)  test accuracy {100 * metrics.accuracy:.2f}% "
-          f"({metrics.correct:,} of {metrics.total:,})")
+    state = load_checkpoint(arguments.checkpoint)
+    network, settings = network_from_checkpoint(state, arguments.checkpoint)
+    data_root = arguments.data_root or settings_of(state, arguments.checkpoint)[1].data_root
+    test = load_mnist(data_root, arguments.download).test.to("cpu", settings.torch_dtype)
+    metrics = evaluate(network, test, settings.cost)
+    print(
+        f"{arguments.checkpoint}: {'-'.join(map(str, settings.layer_sizes))} network, trained "
+        f"{state['epoch']} of {settings.epochs} epochs ({state['step']:,} SGD steps)"
+    )
+    print(
+        f"test cost {metrics.cost:.4f} ({settings.cost} convention)  test accuracy "
+        f"{100 * metrics.accuracy:.2f}% ({metrics.correct:,} of {metrics.total:,})"
+    )
 
 
 def _analyze(arguments) -> None:
@@ -72,20 +114,26 @@ def _analyze(arguments) -> None:
     from gd_torch.analysis.report import analyze
 
     torch.set_num_threads(1)
-    analyze(arguments.checkpoint, arguments.data_root, arguments.download, arguments.top, arguments.one_weight_rate)
+    analyze(
+        arguments.checkpoint,
+        arguments.data_root,
+        arguments.download,
+        arguments.top,
+        arguments.one_weight_rate,
+    )
 
 
 def _predict(arguments) -> None:
     import torch
 
-    from gd_torch.handwriting import predict
+    from gd_torch.tools.handwriting import predict
 
     torch.set_num_threads(1)
     predict(arguments.checkpoint, arguments.images, arguments.show)
 
 
 def _check_data(arguments) -> None:
-    from gd_torch.mnist_files import MNIST_FILES, idx_problem, md5, raw_folder, where_files_go
+    from gd_torch.core.mnist_files import MNIST_FILES, idx_problem, md5, raw_folder, where_files_go
 
     folder = raw_folder(arguments.data_root)
     print(f"MNIST files in {folder}:")
@@ -100,76 +148,234 @@ def _check_data(arguments) -> None:
         official = md5(path) == file.md5
         problems += problem is not None
         unofficial += not official
-        status = problem or ("official (md5 matches)" if official else "sound IDX file, but not the official one (md5 differs)")
+        status = problem or (
+            "official (md5 matches)"
+            if official
+            else "sound IDX file, but not the official one (md5 differs)"
+        )
         print(f"  {file.name:<24} {path.stat().st_size:>11,} bytes  {status}")
     if problems:
-        raise GdTorchError(f"{problems} of the 4 MNIST files are missing or broken: {where_files_go(arguments.data_root)}")
-    print("all four files are present and sound" + (", and they are the official MNIST." if not unofficial else f"; {unofficial} differ from the official MNIST."))
+        raise GdTorchError(
+            f"{problems} of the 4 MNIST files are missing or broken: {where_files_go(arguments.data_root)}"
+        )
+    print(
+        "all four files are present and sound"
+        + (
+            ", and they are the official MNIST."
+            if not unofficial
+            else f"; {unofficial} differ from the official MNIST."
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gd-torch", description="The 3Blue1Brown / Nielsen digit network, trained by gradient descent.")
+    parser = _Parser(
+        prog="gd-torch",
+        description="The 3Blue1Brown / Nielsen digit network, trained by gradient descent.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a network by SGD and log it to TensorBoard")
-    train.add_argument("--preset", choices=PRESETS, help="start from a named published configuration; options given beside it override it")
-    add_config_arguments(train)
-    train.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue an interrupted or finished run in its own "
-                       "directory from its last.pt (or the .pt given); only --epochs and options that do not change the result may be given")
+    train.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="start from a named published configuration; options given beside it override it",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR_OR_CHECKPOINT",
+        help="continue a stopped run "
+        "in its own directory from its last.pt (or the .pt given), with its own "
+        "training settings; run options may change",
+    )
+    add_arguments(train, TrainingSettings, SETTINGS_TITLE)
+    add_arguments(train, RunOptions, OPTIONS_TITLE)
     train.set_defaults(run=_train)
 
-    sweep = commands.add_parser("sweep", help="train many seeds and learning rates at once, as one batched computation")
-    add_config_arguments(sweep)
+    sweep = commands.add_parser(
+        "sweep", help="train many seeds and learning rates at once, as one batched computation"
+    )
+    add_arguments(sweep, TrainingSettings, SETTINGS_TITLE)
+    add_arguments(sweep, RunOptions, OPTIONS_TITLE)
     seeds = sweep.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=int, nargs="+", metavar="S", help="the seeds to train (default: --num-seeds from --seed)")
-    seeds.add_argument("--num-seeds", type=int, default=1, metavar="K", help="train seeds --seed, --seed+1, ..., --seed+K-1 (default: 1)")
-    sweep.add_argument("--learning-rates", type=float, nargs="+", metavar="η", help="train every seed at each rate (default: --learning-rate)")
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="the seeds to train (default: --num-seeds from --seed)",
+    )
+    seeds.add_argument(
+        "--num-seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train seeds --seed, --seed+1, ..., --seed+K-1 (default: 1)",
+    )
+    sweep.add_argument(
+        "--learning-rates",
+        type=float,
+        nargs="+",
+        metavar="η",
+        help="train every seed at each rate (default: --learning-rate)",
+    )
     sweep.set_defaults(run=_sweep)
 
-    bench = commands.add_parser("bench", help="seconds per epoch of both engines against the tutorial pipeline and the arithmetic floor; --sweep: batched sweeps and torchrun")
-    bench.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")
-    bench.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
-    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 100, 1000], metavar="N", help="(default: 10 100 1000)")
-    bench.add_argument("--repeats", type=int, default=5, help="timed epochs per row after a warm-up; the table shows the median (default: 5)")
-    bench.add_argument("--tutorial-examples", type=int, default=10_000, help="images the tutorial pipeline is timed on, scaled to an epoch (default: 10000)")
-    bench.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default: 1, as gd-torch train)")
-    bench.add_argument("--devices", nargs="+", choices=DEVICE_NAMES[1:], default=None, help="(default: cpu, and cuda when present)")
-    bench.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
-    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="also time both engines with --compile (default: yes)")
-    sweep_bench = bench.add_argument_group("--sweep", "K seeds one after another vs one batched sweep, and torchrun with 1 and 2 processes")
-    sweep_bench.add_argument("--sweep", action="store_true", help="time sweeps and torchrun instead of the engines")
-    sweep_bench.add_argument("--copies", type=int, nargs="+", default=[1, 4, 16, 64], metavar="K", help="sweep sizes to time (default: 1 4 16 64)")
-    sweep_bench.add_argument("--train-images", type=int, default=10_000, metavar="N", help="train on the first N images, to keep it short (default: 10000)")
+    bench = commands.add_parser(
+        "bench",
+        help="seconds per epoch of both engines against the tutorial pipeline and the arithmetic floor; --sweep: batched sweeps and torchrun",
+    )
+    bench.add_argument(
+        "--data-root",
+        default=default_data_root(),
+        help="MNIST folder (default: $GD_TORCH_DATA or ./data)",
+    )
+    bench.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="download MNIST when missing",
+    )
+    bench.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[10, 100, 1000],
+        metavar="N",
+        help="(default: 10 100 1000)",
+    )
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed epochs per row after a warm-up; the table shows the median (default: 5)",
+    )
+    bench.add_argument(
+        "--tutorial-examples",
+        type=int,
+        default=10_000,
+        help="images the tutorial pipeline is timed on, scaled to an epoch (default: 10000)",
+    )
+    bench.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for PyTorch (default: 1, as gd-torch train)",
+    )
+    bench.add_argument(
+        "--devices",
+        nargs="+",
+        choices=DEVICE_NAMES[1:],
+        default=None,
+        help="(default: cpu, and cuda when present)",
+    )
+    bench.add_argument(
+        "--json", action="store_true", help="print the report as JSON instead of the table"
+    )
+    bench.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time both engines with --compile (default: yes)",
+    )
+    sweep_bench = bench.add_argument_group(
+        "--sweep",
+        "K seeds one after another vs one batched sweep, and torchrun with 1 and 2 processes",
+    )
+    sweep_bench.add_argument(
+        "--sweep", action="store_true", help="time sweeps and torchrun instead of the engines"
+    )
+    sweep_bench.add_argument(
+        "--copies",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16, 64],
+        metavar="K",
+        help="sweep sizes to time (default: 1 4 16 64)",
+    )
+    sweep_bench.add_argument(
+        "--train-images",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="train on the first N images, to keep it short (default: 10000)",
+    )
     sweep_bench.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
     bench.set_defaults(run=_bench)
 
     evaluate = commands.add_parser("eval", help="test cost and accuracy of a checkpoint")
-    evaluate.add_argument("checkpoint", help="a .pt file written by gd-torch train (e.g. runs/<run>/last.pt)")
-    evaluate.add_argument("--data-root", default=None, help="MNIST folder (default: the one the run was trained with)")
-    evaluate.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
+    evaluate.add_argument(
+        "checkpoint", help="a .pt file written by gd-torch train (e.g. runs/<run>/last.pt)"
+    )
+    evaluate.add_argument(
+        "--data-root", default=None, help="MNIST folder (default: the one the run was trained with)"
+    )
+    evaluate.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="download MNIST when missing",
+    )
     evaluate.set_defaults(run=_eval)
 
-    analyze = commands.add_parser("analyze", help="figures of what a checkpoint's network learned, as PNGs and in TensorBoard")
-    analyze.add_argument("checkpoint", help="a .pt file written by gd-torch train; the figures go into its folder")
-    analyze.add_argument("--data-root", default=None, help="MNIST folder (default: the one the run was trained with)")
-    analyze.add_argument("--download", action=argparse.BooleanOptionalAction, default=True, help="download MNIST when missing")
-    analyze.add_argument("--top", type=int, default=5, help="how many of the most sensitive weights and biases to list (default: 5)")
-    analyze.add_argument("--one-weight-rate", type=float, default=None,
-                         help="η of the one-weight descent (default: chosen so its first step is 1)")
+    analyze = commands.add_parser(
+        "analyze", help="figures of what a checkpoint's network learned, as PNGs and in TensorBoard"
+    )
+    analyze.add_argument(
+        "checkpoint", help="a .pt file written by gd-torch train; the figures go into its folder"
+    )
+    analyze.add_argument(
+        "--data-root", default=None, help="MNIST folder (default: the one the run was trained with)"
+    )
+    analyze.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="download MNIST when missing",
+    )
+    analyze.add_argument(
+        "--top",
+        type=int,
+        default=5,
+        help="how many of the most sensitive weights and biases to list (default: 5)",
+    )
+    analyze.add_argument(
+        "--one-weight-rate",
+        type=float,
+        default=None,
+        help="η of the one-weight descent (default: chosen so its first step is 1)",
+    )
     analyze.set_defaults(run=_analyze)
 
-    predict = commands.add_parser("predict", help="the digit a checkpoint's network sees in your own images")
+    predict = commands.add_parser(
+        "predict", help="the digit a checkpoint's network sees in your own images"
+    )
     predict.add_argument("checkpoint", help="a .pt file written by gd-torch train")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each")
-    predict.add_argument("--show", action="store_true", help="save the prepared 28x28 input as <image>.prepared.png beside each image")
+    predict.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each"
+    )
+    predict.add_argument(
+        "--show",
+        action="store_true",
+        help="save the prepared 28x28 input as <image>.prepared.png beside each image",
+    )
     predict.set_defaults(run=_predict)
 
-    reproduce = commands.add_parser("reproduce", help="train named configurations over several seeds and tabulate them beside the published numbers")
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="train named configurations over several seeds and tabulate them beside the published numbers",
+    )
     add_reproduce_arguments(reproduce)
     reproduce.set_defaults(run=run_reproduce)
 
-    check = commands.add_parser("check-data", help="report which MNIST files are present, sound and official")
-    check.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: $GD_TORCH_DATA or ./data)")
+    check = commands.add_parser(
+        "check-data", help="report which MNIST files are present, sound and official"
+    )
+    check.add_argument(
+        "--data-root",
+        default=default_data_root(),
+        help="MNIST folder (default: $GD_TORCH_DATA or ./data)",
+    )
     check.set_defaults(run=_check_data)
     return parser
 
@@ -179,5 +385,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         arguments.run(arguments)
     except GdTorchError as error:
-        print(f"gd-torch {arguments.command}: error: {error}", file=sys.stderr)
+        if is_leader():  # under torchrun, one line from rank 0, not one per rank
+            print(f"gd-torch {arguments.command}: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

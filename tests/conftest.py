@@ -4,10 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gd_torch.data import load_mnist
+from gd_torch.core.data import load_mnist
 from tests.fakes import write_mnist_files
 
-torch.set_num_threads(1)  # the default of gd-torch too: fastest for this net, and safe on a busy machine
+torch.set_num_threads(
+    1
+)  # the default of gd-torch too: fastest for this net, and safe on a busy machine
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +17,9 @@ def mnist_root() -> Path:
     """The real MNIST folder from $GD_TORCH_DATA; tests that need it skip with the reason when it is absent."""
     root = os.environ.get("GD_TORCH_DATA")
     if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip("real MNIST not found: set GD_TORCH_DATA to a folder holding MNIST/raw/*-ubyte (see README)")
+        pytest.skip(
+            "real MNIST not found: set GD_TORCH_DATA to a folder holding MNIST/raw/*-ubyte (see README)"
+        )
     return Path(root)
 
 

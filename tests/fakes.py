@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from gd_torch.data import Mnist, Split
-from gd_torch.mnist_files import MNIST_FILES, raw_folder
+from gd_torch.core.data import Mnist, Split
+from gd_torch.core.mnist_files import MNIST_FILES, raw_folder
 
 
 def synthetic_digits(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,9 @@
 
 import torch
 
-from gd_torch import manual
-from gd_torch.cost import cost, one_hot
-from gd_torch.model import INPUT_SIZE, OUTPUT_SIZE, Network
+from gd_torch.core import manual
+from gd_torch.core.cost import cost, one_hot
+from gd_torch.core.model import INPUT_SIZE, OUTPUT_SIZE, Network
 
 
 def random_problem(hidden_sizes, batch_size, init="nielsen-improved", dtype=torch.float64, seed=0):

@@ -3,27 +3,41 @@
 import io
 
 import pytest
-import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gd_torch import train
 from gd_torch.analysis import figures
 from gd_torch.analysis.report import analyze
 from gd_torch.cli import main
-from gd_torch.config import TrainConfig
-from gd_torch.errors import GdTorchError
-from gd_torch.train import train
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.settings import RunOptions
+from tests.configs import split
 from tests.fakes import write_mnist_files
 
-FIGURES = ("first_layer_weights", "first_layer_gradient", "sensitivity_histogram", "one_weight", "noise",
-           "confusion_matrix", "misclassified", "hidden_layers")
+FIGURES = (
+    "first_layer_weights",
+    "first_layer_gradient",
+    "sensitivity_histogram",
+    "one_weight",
+    "noise",
+    "confusion_matrix",
+    "misclassified",
+    "hidden_layers",
+)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = write_mnist_files(tmp_path_factory.mktemp("data"))
-    config = TrainConfig(data_root=str(root), download=False, epochs=2, image_every=1, runs_dir=str(tmp_path_factory.mktemp("runs")))
-    return train(config, out=io.StringIO())
+    config = split(
+        data_root=str(root),
+        download=False,
+        epochs=2,
+        image_every=1,
+        runs_dir=str(tmp_path_factory.mktemp("runs")),
+    )
+    return train(*config, out=io.StringIO())
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +83,31 @@ def test_training_draws_weights_and_confusion_matrix_every_epoch(run):
 
 def test_summary_names_the_sensitivities_noise_and_mistakes(analyzed):
     _, summary = analyzed
-    assert summary.count("more sensitive to W") == 2 * 3  # top 3 at the trained and at the initial weights
+    assert (
+        summary.count("more sensitive to W") == 2 * 3
+    )  # top 3 at the trained and at the initial weights
     assert summary.count("more sensitive to b") == 2 * 3
-    assert "random noise" in summary and "confusion matrix" in summary and "8 figures written" in summary
+    assert (
+        "random noise" in summary
+        and "confusion matrix" in summary
+        and "8 figures written" in summary
+    )
 
 
 def test_image_every_zero_draws_nothing(tmp_path, fake_mnist_root):
-    config = TrainConfig(data_root=str(fake_mnist_root), download=False, epochs=1, image_every=0, runs_dir=str(tmp_path))
-    assert images_in_log(train(config, out=io.StringIO()).run_dir) == {}
+    config = split(
+        data_root=str(fake_mnist_root),
+        download=False,
+        epochs=1,
+        image_every=0,
+        runs_dir=str(tmp_path),
+    )
+    assert images_in_log(train(*config, out=io.StringIO()).run_dir) == {}
 
 
 def test_image_every_must_not_be_negative():
     with pytest.raises(GdTorchError, match="--image-every must be a non-negative integer"):
-        TrainConfig(image_every=-1)
+        RunOptions(image_every=-1)
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint"])
@@ -93,7 +119,11 @@ def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys, content):
         main(["analyze", str(checkpoint)])
     assert exit.value.code == 2
     message = capsys.readouterr().err
-    assert message.startswith("gd-torch analyze: error: ") and str(checkpoint) in message and message.count("\n") == 1
+    assert (
+        message.startswith("gd-torch analyze: error: ")
+        and str(checkpoint) in message
+        and message.count("\n") == 1
+    )
 
 
 def test_top_must_be_positive(run):

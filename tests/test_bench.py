@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gd_torch.bench import flops_per_example, run_bench
-from gd_torch.cost import one_hot
-from gd_torch.engines import ENGINES
-from gd_torch.errors import GdTorchError
-from gd_torch.model import INPUT_SIZE, OUTPUT_SIZE, Network
+from gd_torch.core.cost import one_hot
+from gd_torch.core.engines import ENGINES
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.model import INPUT_SIZE, OUTPUT_SIZE, Network
+from gd_torch.tools.bench import flops_per_example, run_bench
 
 
 @pytest.mark.parametrize("hidden_sizes", [(16, 16), (30,), (5, 9, 2)])
@@ -21,7 +21,10 @@ def test_flops_per_example_is_what_autograd_runs(hidden_sizes):
     batch_size = 7
     generator = torch.Generator().manual_seed(0)
     network = Network((INPUT_SIZE, *hidden_sizes, OUTPUT_SIZE), generator=generator)
-    images, labels = torch.rand(batch_size, INPUT_SIZE, generator=generator), torch.randint(0, OUTPUT_SIZE, (batch_size,), generator=generator)
+    images, labels = (
+        torch.rand(batch_size, INPUT_SIZE, generator=generator),
+        torch.randint(0, OUTPUT_SIZE, (batch_size,), generator=generator),
+    )
     with FlopCounterMode(display=False) as counter:
         ENGINES["autograd"](network, images, one_hot(labels), "quadratic")
     assert flops_per_example(network.sizes) * batch_size == counter.get_total_flops()
@@ -29,41 +32,84 @@ def test_flops_per_example_is_what_autograd_runs(hidden_sizes):
 
 def test_bench_reports_every_row_consistently(fake_mnist_root):
     out = io.StringIO()
-    run_bench(str(fake_mnist_root), download=False, batch_sizes=(10, 100), repeats=2, tutorial_examples=200, as_json=True, out=out)
+    run_bench(
+        str(fake_mnist_root),
+        download=False,
+        batch_sizes=(10, 100),
+        repeats=2,
+        tutorial_examples=200,
+        as_json=True,
+        out=out,
+    )
     report = json.loads(out.getvalue())
     (cpu,) = report["devices"]
     assert cpu["device"] == "cpu" and cpu["threads"] == 1
-    assert cpu["floor_seconds_per_epoch"] == pytest.approx(cpu["gflop_per_epoch"] / cpu["matmul_gflop_per_second"])
+    assert cpu["floor_seconds_per_epoch"] == pytest.approx(
+        cpu["gflop_per_epoch"] / cpu["matmul_gflop_per_second"]
+    )
     rows = {(row["name"].split(" (")[0], row["batch_size"]): row for row in cpu["rows"]}
     names = ("tutorial pipeline", "autograd", "manual", "autograd, compiled", "manual, compiled")
     expected = {(name, batch_size) for name in names for batch_size in (10, 100)}
-    others = {("manual, TensorBoard log on", 10), ("TensorBoard images", None), ("evaluation, train + test sets", None)}
+    others = {
+        ("manual, TensorBoard log on", 10),
+        ("TensorBoard images", None),
+        ("evaluation, train + test sets", None),
+    }
     assert expected | others == set(rows)
     for (name, batch_size), row in rows.items():
         assert len(row["repetitions"]) == 2 and row["seconds_per_epoch"] > 0
-        examples = {"evaluation, train + test sets": 800, "TensorBoard images": 200}.get(name, 600)  # 600 training, 200 test digits
+        examples = {"evaluation, train + test sets": 800, "TensorBoard images": 200}.get(
+            name, 600
+        )  # 600 training, 200 test digits
         assert row["examples_per_second"] == pytest.approx(examples / row["seconds_per_epoch"])
         if batch_size is not None:
-            assert row["times_floor"] == pytest.approx(row["seconds_per_epoch"] / cpu["floor_seconds_per_epoch"])
+            assert row["times_floor"] == pytest.approx(
+                row["seconds_per_epoch"] / cpu["floor_seconds_per_epoch"]
+            )
             tutorial = rows[("tutorial pipeline", batch_size)]["seconds_per_epoch"]
-            assert row["speedup_over_tutorial"] == pytest.approx(tutorial / row["seconds_per_epoch"])
+            assert row["speedup_over_tutorial"] == pytest.approx(
+                tutorial / row["seconds_per_epoch"]
+            )
     logged = rows[("manual, TensorBoard log on", 10)]
     images = rows[("TensorBoard images", None)]
     logging = cpu["logging_seconds_per_epoch"]
     assert 0 < logging < statistics.fmean(logged["repetitions"])
     amortised_images = images["seconds_per_epoch"] / cpu["image_every"]
-    assert cpu["logging_overhead"] == pytest.approx((logging + amortised_images) / (statistics.fmean(logged["repetitions"]) - logging))
+    assert cpu["logging_overhead"] == pytest.approx(
+        (logging + amortised_images) / (statistics.fmean(logged["repetitions"]) - logging)
+    )
 
 
 def test_bench_prints_a_table_with_one_line_per_row(fake_mnist_root):
     out = io.StringIO()
-    run_bench(str(fake_mnist_root), download=False, batch_sizes=(50,), repeats=1, tutorial_examples=50, out=out, compile=False)
+    run_bench(
+        str(fake_mnist_root),
+        download=False,
+        batch_sizes=(50,),
+        repeats=1,
+        tutorial_examples=50,
+        out=out,
+        compile=False,
+    )
     lines = out.getvalue().splitlines()
     assert "1 thread(s)" in out.getvalue() and "TensorBoard logging at its defaults" in lines[-1]
-    assert sum(line.split()[0] in ("tutorial", "autograd", "manual", "manual,", "evaluation,", "TensorBoard") for line in lines if line) == 7
+    assert (
+        sum(
+            line.split()[0]
+            in ("tutorial", "autograd", "manual", "manual,", "evaluation,", "TensorBoard")
+            for line in lines
+            if line
+        )
+        == 7
+    )
 
 
 @pytest.mark.parametrize("changes", [dict(batch_sizes=(601,)), dict(repeats=0)])
 def test_bench_refuses_impossible_settings(fake_mnist_root, changes):
     with pytest.raises(GdTorchError):
-        run_bench(str(fake_mnist_root), download=False, **({"tutorial_examples": 50} | changes), out=io.StringIO())
+        run_bench(
+            str(fake_mnist_root),
+            download=False,
+            **({"tutorial_examples": 50} | changes),
+            out=io.StringIO(),
+        )

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gd_torch.cost import COST_SCALES, cost, cost_gradient, one_hot
+from gd_torch.core.cost import COST_SCALES, cost, cost_gradient, one_hot
 
 
 def test_quadratic_cost_is_sum_over_outputs_averaged_over_examples():
@@ -17,14 +17,20 @@ def test_one_hot_targets():
 
 def test_mse_convention_is_nn_mse_loss_a_tenth_of_quadratic():
     generator = torch.Generator().manual_seed(0)
-    output, target = torch.rand(7, 10, generator=generator), one_hot(torch.randint(0, 10, (7,), generator=generator))
+    output, target = (
+        torch.rand(7, 10, generator=generator),
+        one_hot(torch.randint(0, 10, (7,), generator=generator)),
+    )
     torch.testing.assert_close(cost(output, target, "mse"), torch.nn.MSELoss()(output, target))
     torch.testing.assert_close(cost(output, target, "mse"), cost(output, target) / 10)
 
 
 def test_nielsen_convention_is_half_of_quadratic():
     generator = torch.Generator().manual_seed(1)
-    output, target = torch.rand(5, 10, generator=generator), one_hot(torch.randint(0, 10, (5,), generator=generator))
+    output, target = (
+        torch.rand(5, 10, generator=generator),
+        one_hot(torch.randint(0, 10, (5,), generator=generator)),
+    )
     # Nielsen: C = 1/(2n) Σ_x ||y(x) − a(x)||²
     nielsen = sum(((target[i] - output[i]).norm() ** 2 for i in range(5))) / (2 * 5)
     torch.testing.assert_close(cost(output, target, "nielsen"), nielsen)

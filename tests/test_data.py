@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from gd_torch.data import Split, activations, load_mnist, shuffled_batches
-from gd_torch.errors import GdTorchError
-from gd_torch.mnist_files import MNIST_FILES, raw_folder
+from gd_torch.core.data import Split, activations, load_mnist, shuffled_batches
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.mnist_files import MNIST_FILES, raw_folder
 from tests.fakes import synthetic_digits
 
 
@@ -20,7 +20,10 @@ def test_batch_order_is_seeded_and_changes_every_epoch():
     again = shuffled_batches(100, 10, torch.Generator().manual_seed(4))
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     generator = torch.Generator().manual_seed(4)
-    epoch1, epoch2 = torch.cat(shuffled_batches(100, 10, generator)), torch.cat(shuffled_batches(100, 10, generator))
+    epoch1, epoch2 = (
+        torch.cat(shuffled_batches(100, 10, generator)),
+        torch.cat(shuffled_batches(100, 10, generator)),
+    )
     assert not torch.equal(epoch1, epoch2)
 
 
@@ -33,7 +36,9 @@ def test_idx_files_load_through_torchvision_as_flat_tensors_in_0_1(fake_mnist_ro
     assert torch.equal(data.train.labels, labels)
     assert 0 <= data.train.images.min() and data.train.images.max() <= 1
     assert data.train.targets.sum(1).eq(1).all() and data.train.targets.argmax(1).equal(labels)
-    assert torch.equal(data.train.pixels, images.reshape(600, 784))  # the bytes as read, which --compile gathers
+    assert torch.equal(
+        data.train.pixels, images.reshape(600, 784)
+    )  # the bytes as read, which --compile gathers
 
 
 def test_validation_split_holds_out_the_last_training_images(fake_mnist_root):
@@ -42,7 +47,9 @@ def test_validation_split_holds_out_the_last_training_images(fake_mnist_root):
     assert len(split.train) == 500 and len(split.validation) == 100
     assert torch.equal(split.validation.images, full.train.images[500:])
     assert torch.equal(split.train.labels, full.train.labels[:500])
-    assert torch.equal(split.train.pixels, full.train.pixels[:500]) and torch.equal(split.validation.pixels, full.train.pixels[500:])
+    assert torch.equal(split.train.pixels, full.train.pixels[:500]) and torch.equal(
+        split.validation.pixels, full.train.pixels[500:]
+    )
     with pytest.raises(GdTorchError, match="leaves no training images"):
         load_mnist(str(fake_mnist_root), download=False, validation_size=600)
 
@@ -55,11 +62,17 @@ def test_missing_data_names_the_files_and_where_they_go(tmp_path):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("damage,problem", [
-    (lambda data: data[:1000], "truncated"),
-    (lambda data: b"\x00\x00\x08\x01" + data[4:], "wrong magic number"),
-    (lambda data: data[:8] + (27).to_bytes(4, "big") + data[12:], "images are 27x28, expected 28x28"),
-])
+@pytest.mark.parametrize(
+    "damage,problem",
+    [
+        (lambda data: data[:1000], "truncated"),
+        (lambda data: b"\x00\x00\x08\x01" + data[4:], "wrong magic number"),
+        (
+            lambda data: data[:8] + (27).to_bytes(4, "big") + data[12:],
+            "images are 27x28, expected 28x28",
+        ),
+    ],
+)
 def test_broken_image_file_is_refused_naming_it(fake_mnist_root, damage, problem):
     path = raw_folder(fake_mnist_root) / "train-images-idx3-ubyte"
     path.write_bytes(damage(path.read_bytes()))
@@ -88,7 +101,9 @@ def test_image_and_label_counts_must_agree(fake_mnist_root):
 
 def test_real_mnist_has_the_official_shapes(mnist):
     assert mnist.train.images.shape == (60_000, 784) and mnist.test.images.shape == (10_000, 784)
-    assert mnist.train.labels.bincount().tolist()[1] == 6742  # the well-known count of 1s in MNIST's training set
+    assert (
+        mnist.train.labels.bincount().tolist()[1] == 6742
+    )  # the well-known count of 1s in MNIST's training set
 
 
 def test_a_part_of_a_split_keeps_images_labels_and_pixels_together():
@@ -96,6 +111,10 @@ def test_a_part_of_a_split_keeps_images_labels_and_pixels_together():
     split = Split.from_pixels(pixels, labels)
     assert torch.equal(split.images, activations(pixels)) and split.images.max() <= 1
     part = split[3:7]
-    assert torch.equal(part.images, split.images[3:7]) and torch.equal(part.labels, labels[3:7]) and torch.equal(part.pixels, pixels[3:7])
+    assert (
+        torch.equal(part.images, split.images[3:7])
+        and torch.equal(part.labels, labels[3:7])
+        and torch.equal(part.pixels, pixels[3:7])
+    )
     assert torch.equal(part.targets, split.targets[3:7])
     assert Split(split.images, labels)[:2].pixels is None  # images given as floats have no pixels

@@ -7,14 +7,20 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from gd_torch import train
 from gd_torch.cli import main
-from gd_torch.config import TrainConfig
-from gd_torch.errors import GdTorchError
-from gd_torch.handwriting import prepare, read_grayscale
-from gd_torch.train import train
+from gd_torch.core.errors import GdTorchError
+from gd_torch.tools.handwriting import prepare, read_grayscale
+from tests.configs import split
 
 
-def draw(digit: str, canvas: tuple[int, int], box: tuple[int, int, int, int], stroke: int, dark_on_light: bool) -> Image.Image:
+def draw(
+    digit: str,
+    canvas: tuple[int, int],
+    box: tuple[int, int, int, int],
+    stroke: int,
+    dark_on_light: bool,
+) -> Image.Image:
     """A thick "1" (a vertical bar) or "0" (an ellipse) inside ``box`` on a ``canvas``-sized image."""
     paper, ink = (255, 0) if dark_on_light else (0, 255)
     image = Image.new("L", canvas, paper)
@@ -40,12 +46,19 @@ DRAWINGS = {  # (canvas, box, stroke): small and large, off centre, wide and tal
 
 
 def centre_of_mass(field: torch.Tensor) -> tuple[float, float]:
-    index = torch.arange(28.0)  # MNIST's digits have their centre of mass at row 14.0, column 14.0 on average
-    return ((field.sum(1) * index).sum() / field.sum()).item(), ((field.sum(0) * index).sum() / field.sum()).item()
+    index = torch.arange(
+        28.0
+    )  # MNIST's digits have their centre of mass at row 14.0, column 14.0 on average
+    return ((field.sum(1) * index).sum() / field.sum()).item(), (
+        (field.sum(0) * index).sum() / field.sum()
+    ).item()
 
 
 def ink_box(field: torch.Tensor) -> tuple[int, int]:
-    rows, columns = (field > 0.1).any(1).nonzero().flatten(), (field > 0.1).any(0).nonzero().flatten()
+    rows, columns = (
+        (field > 0.1).any(1).nonzero().flatten(),
+        (field > 0.1).any(0).nonzero().flatten(),
+    )
     return int(rows[-1] - rows[0] + 1), int(columns[-1] - columns[0] + 1)
 
 
@@ -54,8 +67,12 @@ def ink_box(field: torch.Tensor) -> tuple[int, int]:
 @pytest.mark.parametrize("digit", ["1", "0"])
 def test_prepared_like_mnist(digit, drawing, dark_on_light):
     field = prepare(as_gray(draw(digit, *DRAWINGS[drawing], dark_on_light)))
-    assert field.shape == (28, 28) and field.min() >= 0 and field.max() == pytest.approx(1, abs=0.05)
-    assert field[0].max() == field[-1].max() == field[:, 0].max() == field[:, -1].max() == 0  # light digit on black
+    assert (
+        field.shape == (28, 28) and field.min() >= 0 and field.max() == pytest.approx(1, abs=0.05)
+    )
+    assert (
+        field[0].max() == field[-1].max() == field[:, 0].max() == field[:, -1].max() == 0
+    )  # light digit on black
     height, width = ink_box(field)
     assert max(height, width) in (19, 20, 21)  # the longer side fills the 20x20 box
     if digit == "1":
@@ -63,7 +80,9 @@ def test_prepared_like_mnist(digit, drawing, dark_on_light):
     else:
         assert width >= 10  # an ellipse stays round-ish
     y, x = centre_of_mass(field)
-    assert abs(y - 14) <= 0.501 and abs(x - 14) <= 0.501  # placed at whole pixels: within half a pixel
+    assert (
+        abs(y - 14) <= 0.501 and abs(x - 14) <= 0.501
+    )  # placed at whole pixels: within half a pixel
 
 
 @pytest.mark.parametrize("digit", ["1", "0"])
@@ -80,7 +99,9 @@ def test_real_mnist_digits_come_back(mnist):
     """MNIST's own test digits are already prepared; blown up 6x as dark ink on white paper, they come back close."""
     for original in mnist.test.images[:8].reshape(-1, 28, 28):
         assert (prepare(original) - original).abs().mean() < 1e-3
-        large = torch.nn.functional.interpolate(original[None, None], scale_factor=6, mode="bilinear")[0, 0]  # (168, 168)
+        large = torch.nn.functional.interpolate(
+            original[None, None], scale_factor=6, mode="bilinear"
+        )[0, 0]  # (168, 168)
         paper = torch.ones(300, 260)
         paper[40 : 40 + 168, 70 : 70 + 168] = 1 - large
         assert (prepare(paper) - original).abs().mean() < 0.05
@@ -91,7 +112,9 @@ def test_reads_png_and_jpeg_and_transparency(tmp_path):
     image.save(tmp_path / "one.png")
     image.convert("RGB").save(tmp_path / "one.jpg", quality=95)
     transparent = Image.new("RGBA", (80, 80), (0, 0, 0, 0))
-    transparent.putalpha(Image.eval(image, lambda v: 255 - v))  # black ink where the drawing is dark, clear elsewhere
+    transparent.putalpha(
+        Image.eval(image, lambda v: 255 - v)
+    )  # black ink where the drawing is dark, clear elsewhere
     transparent.save(tmp_path / "one_clear.png")
     reference = prepare(read_grayscale(tmp_path / "one.png"))
     for name in ("one.jpg", "one_clear.png"):
@@ -115,14 +138,24 @@ def checkpoint(tmp_path_factory):
     from tests.fakes import write_mnist_files
 
     root = write_mnist_files(tmp_path_factory.mktemp("data"))
-    config = TrainConfig(data_root=str(root), download=False, epochs=1, image_every=0, runs_dir=str(tmp_path_factory.mktemp("runs")))
-    return train(config, out=io.StringIO()).run_dir / "last.pt"
+    config = split(
+        data_root=str(root),
+        download=False,
+        epochs=1,
+        image_every=0,
+        runs_dir=str(tmp_path_factory.mktemp("runs")),
+    )
+    return train(*config, out=io.StringIO()).run_dir / "last.pt"
 
 
-def test_predict_prints_the_digit_and_ten_activations_and_shows_the_input(checkpoint, tmp_path, capfd):
+def test_predict_prints_the_digit_and_ten_activations_and_shows_the_input(
+    checkpoint, tmp_path, capfd
+):
     paths = []
     for digit in ("1", "0"):
-        draw(digit, (120, 160), (30, 20, 90, 140), 14, dark_on_light=True).save(tmp_path / f"my{digit}.png")
+        draw(digit, (120, 160), (30, 20, 90, 140), 14, dark_on_light=True).save(
+            tmp_path / f"my{digit}.png"
+        )
         paths.append(str(tmp_path / f"my{digit}.png"))
     main(["predict", str(checkpoint), *paths, "--show"])
     lines = [line for line in capfd.readouterr().out.splitlines() if "activations" in line]
@@ -142,9 +175,17 @@ def test_predict_prints_the_digit_and_ten_activations_and_shows_the_input(checkp
 def test_predict_bad_input_is_one_line(checkpoint, tmp_path, capsys, args):
     image = tmp_path / "digit.png"
     draw("1", (60, 60), (20, 10, 40, 50), 6, dark_on_light=True).save(image)
-    argv = ["predict", str(tmp_path / "missing.pt"), str(image)] if args == ["--bad-checkpoint"] else ["predict", str(checkpoint), str(tmp_path / args[0])]
+    argv = (
+        ["predict", str(tmp_path / "missing.pt"), str(image)]
+        if args == ["--bad-checkpoint"]
+        else ["predict", str(checkpoint), str(tmp_path / args[0])]
+    )
     with pytest.raises(SystemExit) as exit:
         main(argv)
     assert exit.value.code == 2
     message = capsys.readouterr().err
-    assert message.startswith("gd-torch predict: error: ") and "not found" in message and message.count("\n") == 1
+    assert (
+        message.startswith("gd-torch predict: error: ")
+        and "not found" in message
+        and message.count("\n") == 1
+    )

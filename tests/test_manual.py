@@ -5,17 +5,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gd_torch import manual
-from gd_torch.cost import COST_SCALES, cost
-from gd_torch.engines import ENGINES
-from gd_torch.model import INITIALIZATIONS
+from gd_torch.core import manual
+from gd_torch.core.cost import COST_SCALES, cost
+from gd_torch.core.engines import ENGINES
+from gd_torch.core.model import INITIALIZATIONS
 from tests.gradients import autograd_gradients, manual_gradients, max_relative_error, random_problem
 
 CONVENTIONS = tuple(COST_SCALES)
 INITS = tuple(INITIALIZATIONS)
 
 # (hidden sizes, batch size): 1 to 4 hidden layers, widths 1 to 64, batch 1 to 128, never all equal.
-TABLE = [((16, 16), 7), ((1,), 3), ((64,), 1), ((30,), 128), ((5, 9, 2), 13), ((64, 1, 64, 3), 33), ((2, 3, 4, 5), 100)]
+TABLE = [
+    ((16, 16), 7),
+    ((1,), 3),
+    ((64,), 1),
+    ((30,), 128),
+    ((5, 9, 2), 13),
+    ((64, 1, 64, 3), 33),
+    ((2, 3, 4, 5), 100),
+]
 
 
 @pytest.mark.parametrize("hidden_sizes,batch_size", TABLE)
@@ -23,7 +31,10 @@ TABLE = [((16, 16), 7), ((1,), 3), ((64,), 1), ((30,), 128), ((5, 9, 2), 13), ((
 @pytest.mark.parametrize("init", INITS)
 def test_twin_equals_autograd_float64(hidden_sizes, batch_size, convention, init):
     network, images, targets = random_problem(hidden_sizes, batch_size, init)
-    error = max_relative_error(manual_gradients(network, images, targets, convention), autograd_gradients(network, images, targets, convention))
+    error = max_relative_error(
+        manual_gradients(network, images, targets, convention),
+        autograd_gradients(network, images, targets, convention),
+    )
     assert error <= 1e-10
 
 
@@ -31,7 +42,10 @@ def test_twin_equals_autograd_float64(hidden_sizes, batch_size, convention, init
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_twin_equals_autograd_float32(hidden_sizes, batch_size, convention):
     network, images, targets = random_problem(hidden_sizes, batch_size, dtype=torch.float32)
-    for pair_manual, pair_autograd in zip(manual_gradients(network, images, targets, convention), autograd_gradients(network, images, targets, convention)):
+    for pair_manual, pair_autograd in zip(
+        manual_gradients(network, images, targets, convention),
+        autograd_gradients(network, images, targets, convention),
+    ):
         torch.testing.assert_close(pair_manual, pair_autograd)
 
 
@@ -45,7 +59,10 @@ def test_twin_equals_autograd_float32(hidden_sizes, batch_size, convention):
 )
 def test_twin_equals_autograd_property(hidden_sizes, batch_size, convention, init, seed):
     network, images, targets = random_problem(hidden_sizes, batch_size, init, seed=seed)
-    error = max_relative_error(manual_gradients(network, images, targets, convention), autograd_gradients(network, images, targets, convention))
+    error = max_relative_error(
+        manual_gradients(network, images, targets, convention),
+        autograd_gradients(network, images, targets, convention),
+    )
     assert error <= 1e-10
 
 
@@ -60,14 +77,18 @@ def test_autograd_itself_passes_gradcheck():
             a = torch.sigmoid(a @ parameters[l].T + parameters[l + 1])
         return cost(a, targets)
 
-    assert torch.autograd.gradcheck(cost_of, tuple(p.detach().clone().requires_grad_() for p in network.parameters()))
+    assert torch.autograd.gradcheck(
+        cost_of, tuple(p.detach().clone().requires_grad_() for p in network.parameters())
+    )
     assert [p.shape for p in network.parameters()] == shapes
 
 
 def test_twin_passes_gradcheck_against_finite_differences():
     """The twin's gradient against central differences of C(θ) directly, without autograd."""
     network, images, targets = random_problem((3,), 4, "nielsen")
-    gradients = [g for pair in manual_gradients(network, images, targets, "quadratic") for g in pair]
+    gradients = [
+        g for pair in manual_gradients(network, images, targets, "quadratic") for g in pair
+    ]
     h = 1e-6
     with torch.no_grad():
         for parameter, gradient in zip(network.parameters(), gradients):
@@ -78,7 +99,9 @@ def test_twin_passes_gradcheck_against_finite_differences():
                 parameter[index] = original - h
                 down = cost(network(images), targets).item()
                 parameter[index] = original
-                assert (up - down) / (2 * h) == pytest.approx(gradient[index].item(), rel=1e-6, abs=1e-9)
+                assert (up - down) / (2 * h) == pytest.approx(
+                    gradient[index].item(), rel=1e-6, abs=1e-9
+                )
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
@@ -96,7 +119,9 @@ def test_one_sgd_step_is_the_same_with_either_engine(convention):
 
 def test_engines_return_the_same_batch_cost():
     network, images, targets = random_problem((16, 16), 11, seed=4)
-    costs = [ENGINES[engine](network, images, targets, "quadratic") for engine in ("manual", "autograd")]
+    costs = [
+        ENGINES[engine](network, images, targets, "quadratic") for engine in ("manual", "autograd")
+    ]
     torch.testing.assert_close(costs[0], costs[1], rtol=1e-14, atol=0)
 
 
@@ -113,7 +138,9 @@ def test_backward_leaves_the_cached_activations_unchanged():
 def test_manual_forward_matches_the_module():
     network, images, _ = random_problem((16, 8), 9)
     with torch.no_grad():
-        torch.testing.assert_close(manual.forward(network, images)[-1], network(images), rtol=1e-15, atol=0)
+        torch.testing.assert_close(
+            manual.forward(network, images)[-1], network(images), rtol=1e-15, atol=0
+        )
 
 
 def _sigma_prime_as_a(a):
@@ -124,10 +151,16 @@ def _cost_gradient_without_mean(output, target, convention="quadratic"):
     return 2 * COST_SCALES[convention] * (output - target)
 
 
-@pytest.mark.parametrize("name,replacement", [("sigmoid_prime", _sigma_prime_as_a), ("cost_gradient", _cost_gradient_without_mean)])
+@pytest.mark.parametrize(
+    "name,replacement",
+    [("sigmoid_prime", _sigma_prime_as_a), ("cost_gradient", _cost_gradient_without_mean)],
+)
 def test_plausible_wrong_derivatives_are_caught(monkeypatch, name, replacement):
     """Mutation check: the comparison above is sharp enough to catch a wrong backward pass."""
     network, images, targets = random_problem((16, 16), 7)
     monkeypatch.setattr(manual, name, replacement)
-    error = max_relative_error(manual_gradients(network, images, targets, "quadratic"), autograd_gradients(network, images, targets, "quadratic"))
+    error = max_relative_error(
+        manual_gradients(network, images, targets, "quadratic"),
+        autograd_gradients(network, images, targets, "quadratic"),
+    )
     assert error > 1e-3

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gd_torch.model import INITIALIZATIONS, Network
+from gd_torch.core.model import INITIALIZATIONS, Network
 
 
 def test_default_network_is_784_16_16_10_with_13002_parameters():
@@ -38,7 +38,9 @@ def _layer0_stats(init, n_in=784):
 
 def test_nielsen_init_is_standard_normal():
     weight, bias = _layer0_stats("nielsen")
-    assert weight.mean().item() == pytest.approx(0, abs=0.01) and weight.std().item() == pytest.approx(1, rel=0.01)
+    assert weight.mean().item() == pytest.approx(
+        0, abs=0.01
+    ) and weight.std().item() == pytest.approx(1, rel=0.01)
     assert bias.std().item() == pytest.approx(1, rel=0.05)
 
 
@@ -52,5 +54,7 @@ def test_pytorch_init_is_uniform_within_one_over_root_n_in():
     weight, bias = _layer0_stats("pytorch")
     bound = 1 / math.sqrt(784)
     assert weight.abs().max().item() <= bound and weight.abs().max().item() > 0.99 * bound
-    assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.01)  # U(-b, b) has std b/√3
+    assert weight.std().item() == pytest.approx(
+        bound / math.sqrt(3), rel=0.01
+    )  # U(-b, b) has std b/√3
     assert bias.abs().max().item() <= bound

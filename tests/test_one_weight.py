@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from gd_torch.analysis.one_weight import OneWeight, descend
-from gd_torch.data import Split
-from gd_torch.model import Network
+from gd_torch.core.data import Split
+from gd_torch.core.model import Network
 
 
 def test_descent_on_a_quadratic_follows_the_update_step_by_step():
@@ -16,14 +16,19 @@ def test_descent_on_a_quadratic_follows_the_update_step_by_step():
         assert next_w == w - 0.1 * 4 * (w - 3)
         assert w == pytest.approx(3 - 3 * 0.6**k)
     steps = [abs(b - a) for a, b in zip(path, path[1:])]
-    assert all(later < earlier for earlier, later in zip(steps, steps[1:]))  # steps shrink as the slope flattens
+    assert all(
+        later < earlier for earlier, later in zip(steps, steps[1:])
+    )  # steps shrink as the slope flattens
 
 
 @pytest.fixture
 def weight():
     network = Network((6, 4, 10), "nielsen", torch.Generator().manual_seed(2)).double()
     generator = torch.Generator().manual_seed(5)
-    split = Split(torch.rand(9, 6, generator=generator, dtype=torch.float64), torch.randint(0, 10, (9,), generator=generator))
+    split = Split(
+        torch.rand(9, 6, generator=generator, dtype=torch.float64),
+        torch.randint(0, 10, (9,), generator=generator),
+    )
     return OneWeight(network, split, "quadratic", layer=1, row=2, column=3)
 
 

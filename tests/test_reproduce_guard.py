@@ -15,15 +15,17 @@ import os
 
 import pytest
 
-from gd_torch.config import TrainConfig
-from gd_torch.train import train
+from gd_torch import train
+from tests.configs import split
 
 GUARD = 0.955
 
 
 @pytest.mark.parametrize("engine", ["manual", "autograd"])
 def test_default_settings_reach_95_5_percent_on_mnist(mnist, mnist_root, tmp_path, engine):
-    config = TrainConfig(engine=engine, seed=0, data_root=str(mnist_root), runs_dir=str(tmp_path))
+    config = split(engine=engine, seed=0, data_root=str(mnist_root), runs_dir=str(tmp_path))
     with open(os.devnull, "w") as quiet:
-        result = train(config, mnist, out=quiet)
-    assert result.final["test_accuracy"] >= GUARD, f"{engine}: {100 * result.final['test_accuracy']:.2f}% < {100 * GUARD}%"
+        result = train(*config, data=mnist, out=quiet)
+    assert result.final["test_accuracy"] >= GUARD, (
+        f"{engine}: {100 * result.final['test_accuracy']:.2f}% < {100 * GUARD}%"
+    )

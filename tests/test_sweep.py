@@ -7,27 +7,34 @@ import statistics
 import pytest
 import torch
 
-from gd_torch import manual
-from gd_torch.batched import STACKED_ENGINES, StackedNetworks, sgd_step
-from gd_torch.checkpoint import load_checkpoint, network_from_checkpoint
+from gd_torch import train
 from gd_torch.cli import main
-from gd_torch.config import TrainConfig
-from gd_torch.cost import cost, one_hot
-from gd_torch.engines import ENGINES
-from gd_torch.errors import GdTorchError
-from gd_torch.evaluate import evaluate, evaluate_copies
-from gd_torch.model import Network
-from gd_torch.sweep import FINAL_METRICS, sweep, sweep_configs
-from gd_torch.tensorboard_log import gradient_norm, gradients
-from gd_torch.train import train
+from gd_torch.core import manual
+from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint
+from gd_torch.core.cost import one_hot
+from gd_torch.core.engines import ENGINES
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.evaluate import evaluate
+from gd_torch.core.model import Network
+from gd_torch.core.run import gradient_norm
+from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.tools.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
+from gd_torch.tools.sweep import FINAL_METRICS, sweep, sweep_settings
 from tests.fakes import synthetic_mnist
 
-SIZES = (784, 12, 9, 10)  # hidden widths unlike each other, the batch size (7) and the copy count (3)
+SIZES = (
+    784,
+    12,
+    9,
+    10,
+)  # hidden widths unlike each other, the batch size (7) and the copy count (3)
 
 
 def networks_and_batches(copies=3, batch=7, dtype=torch.float64):
     generator = torch.Generator().manual_seed(5)
-    networks = [Network(SIZES, "nielsen", torch.Generator().manual_seed(k)).to(dtype) for k in range(copies)]
+    networks = [
+        Network(SIZES, "nielsen", torch.Generator().manual_seed(k)).to(dtype) for k in range(copies)
+    ]
     images = torch.rand(copies, batch, 784, generator=generator, dtype=dtype)
     targets = one_hot(torch.randint(0, 10, (copies, batch), generator=generator), dtype)
     return networks, images, targets
@@ -42,7 +49,9 @@ def test_manual_twin_on_stacked_weights_equals_each_network_alone():
         alone = manual.forward(network, images[k])
         for a_stacked, a_alone in zip(activations, alone, strict=True):
             torch.testing.assert_close(a_stacked[k], a_alone)
-        for (w_stacked, b_stacked), (w_alone, b_alone) in zip(gradients, manual.backward(network, alone, targets[k], "nielsen"), strict=True):
+        for (w_stacked, b_stacked), (w_alone, b_alone) in zip(
+            gradients, manual.backward(network, alone, targets[k], "nielsen"), strict=True
+        ):
             torch.testing.assert_close(w_stacked[k], w_alone)
             torch.testing.assert_close(b_stacked[k], b_alone)
 
@@ -54,8 +63,12 @@ def test_stacked_engine_gives_each_copy_its_own_autograd_gradient(engine):
     costs = STACKED_ENGINES[engine](stacked, images, targets, "quadratic")
     assert costs.shape == (len(networks),)
     for k, network in enumerate(networks):
-        torch.testing.assert_close(costs[k], ENGINES["autograd"](network, images[k], targets[k], "quadratic"))  # the oracle
-        for stacked_parameter, parameter in zip(stacked.parameters(), network.parameters(), strict=True):
+        torch.testing.assert_close(
+            costs[k], ENGINES["autograd"](network, images[k], targets[k], "quadratic")
+        )  # the oracle
+        for stacked_parameter, parameter in zip(
+            stacked.parameters(), network.parameters(), strict=True
+        ):
             torch.testing.assert_close(stacked_parameter.grad[k], parameter.grad)
 
 
@@ -70,7 +83,9 @@ def test_stacked_networks_on_shared_images_are_each_network_on_them():
     """A sweep's evaluation: every copy sees the same digits (one wide first-layer matmul)."""
     networks, images, _ = networks_and_batches()
     stacked = StackedNetworks(networks)
-    shared = manual.forward(stacked, images[0])[1:]  # a^1..a^L, (K, 7, n_l), from the same (7, 784) images for all copies
+    shared = manual.forward(stacked, images[0])[
+        1:
+    ]  # a^1..a^L, (K, 7, n_l), from the same (7, 784) images for all copies
     for k, network in enumerate(networks):
         for a_stacked, a_alone in zip(shared, manual.forward(network, images[0])[1:], strict=True):
             torch.testing.assert_close(a_stacked[k], a_alone)
@@ -83,7 +98,11 @@ def test_evaluate_copies_is_evaluate_on_each_copy():
     assert len(results) == len(networks)
     for network, result in zip(networks, results):
         alone = evaluate(network, split, "nielsen", batch_size=64)
-        assert (result.correct, result.total, result.accuracy) == (alone.correct, alone.total, alone.accuracy)
+        assert (result.correct, result.total, result.accuracy) == (
+            alone.correct,
+            alone.total,
+            alone.accuracy,
+        )
         assert result.cost == pytest.approx(alone.cost, rel=1e-6)
     assert len({result.cost for result in results}) == len(networks)  # the copies really differ
 
@@ -95,7 +114,9 @@ def test_gradient_norms_are_each_copys_gradient_norm():
     norms = stacked.gradient_norms()
     for k, network in enumerate(networks):
         ENGINES["manual"](network, images[k], targets[k], "quadratic")
-        assert norms[k].item() == pytest.approx(gradient_norm(gradients(network)).item(), rel=1e-12)
+        assert norms[k].item() == pytest.approx(
+            gradient_norm([p.grad for p in network.parameters()]).item(), rel=1e-12
+        )
 
 
 def test_sgd_step_with_a_rate_per_copy_equals_torch_optim_sgd():
@@ -107,58 +128,109 @@ def test_sgd_step_with_a_rate_per_copy_equals_torch_optim_sgd():
     for k, network in enumerate(networks):
         ENGINES["manual"](network, images[k], targets[k], "quadratic")
         torch.optim.SGD(network.parameters(), lr=rates[k].item(), weight_decay=decay).step()
-        for stacked_parameter, parameter in zip(stacked.parameters(), network.parameters(), strict=True):
+        for stacked_parameter, parameter in zip(
+            stacked.parameters(), network.parameters(), strict=True
+        ):
             torch.testing.assert_close(stacked_parameter[k], parameter)
         copied = stacked.copy_into(k, Network(SIZES).to(torch.float64))
-        for stacked_parameter, parameter in zip(stacked.parameters(), copied.parameters(), strict=True):
-            assert torch.equal(parameter, stacked_parameter[k]) and torch.equal(parameter.grad, stacked_parameter.grad[k])
+        for stacked_parameter, parameter in zip(
+            stacked.parameters(), copied.parameters(), strict=True
+        ):
+            assert torch.equal(parameter, stacked_parameter[k]) and torch.equal(
+                parameter.grad, stacked_parameter.grad[k]
+            )
 
 
 @pytest.mark.parametrize("engine", ["manual", "autograd"])
 def test_each_copy_equals_training_it_alone(engine, tmp_path):
     """120 SGD steps (two epochs of 600 images): batched and single runs still agree to float32 rounding."""
     data = synthetic_mnist()
-    base = TrainConfig(epochs=2, batch_size=10, lr_schedule="cosine", weight_decay=1e-3, engine=engine,
-                       runs_dir=str(tmp_path / "runs"), download=False, data_root=str(tmp_path))
-    result = sweep(base, seeds=[3, 4], learning_rates=[1.0, 2.5], data=data, out=io.StringIO())
-    assert [(c.learning_rate, c.seed) for c in result.configs] == [(1.0, 3), (1.0, 4), (2.5, 3), (2.5, 4)]
+    base = TrainingSettings(
+        epochs=2, batch_size=10, lr_schedule="cosine", weight_decay=1e-3, engine=engine
+    )
+    options = RunOptions(runs_dir=str(tmp_path / "runs"), download=False, data_root=str(tmp_path))
+    result = sweep(
+        base, options, seeds=[3, 4], learning_rates=[1.0, 2.5], data=data, out=io.StringIO()
+    )
+    assert [(c.learning_rate, c.seed) for c in result.settings] == [
+        (1.0, 3),
+        (1.0, 4),
+        (2.5, 3),
+        (2.5, 4),
+    ]
     first = None
-    for config, network, final in zip(result.configs, result.networks, result.finals, strict=True):
-        alone = train(dataclasses.replace(config, runs_dir=str(tmp_path / "single")), data, out=io.StringIO())
+    alone_options = dataclasses.replace(options, runs_dir=str(tmp_path / "single"))
+    for config, network, final in zip(result.settings, result.networks, result.finals, strict=True):
+        alone = train(config, alone_options, data=data, out=io.StringIO())
         for swept, single in zip(network.parameters(), alone.network.parameters(), strict=True):
             torch.testing.assert_close(swept, single, rtol=1e-4, atol=1e-5)
         assert final["test_cost"] == pytest.approx(alone.final["test_cost"], rel=1e-4)
-        checkpoint = load_checkpoint(next(result.sweep_dir.glob(f"*_lr{config.learning_rate:g}_s{config.seed}")) / "last.pt")
+        checkpoint = load_checkpoint(
+            next(result.sweep_dir.glob(f"*_lr{config.learning_rate:g}_s{config.seed}")) / "last.pt"
+        )
         restored, restored_config = network_from_checkpoint(checkpoint)
         assert restored_config == config and checkpoint["step"] == 120
-        torch.testing.assert_close(restored.layers[0].weight, network.layers[0].weight, rtol=0, atol=0)
+        torch.testing.assert_close(
+            restored.layers[0].weight, network.layers[0].weight, rtol=0, atol=0
+        )
         first = first if first is not None else network.layers[0].weight
-    assert not torch.allclose(first, result.networks[-1].layers[0].weight)  # the copies really differ
+    assert not torch.allclose(
+        first, result.networks[-1].layers[0].weight
+    )  # the copies really differ
 
 
 def test_summary_files_hold_every_copy_and_the_mean_and_std_per_rate(fake_mnist_root, tmp_path):
-    main(["sweep", "--data-root", str(fake_mnist_root), "--no-download", "--runs-dir", str(tmp_path / "runs"),
-          "--epochs", "1", "--num-seeds", "3", "--seed", "7", "--learning-rates", "1", "3"])
+    main(
+        [
+            "sweep",
+            "--data-root",
+            str(fake_mnist_root),
+            "--no-download",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--epochs",
+            "1",
+            "--num-seeds",
+            "3",
+            "--seed",
+            "7",
+            "--learning-rates",
+            "1",
+            "3",
+        ]
+    )
     (sweep_dir,) = (tmp_path / "runs").iterdir()
     runs = sorted(path.name for path in sweep_dir.iterdir() if path.is_dir())
-    assert len(runs) == 6 and all((sweep_dir / run / "last.pt").is_file() and list((sweep_dir / run).glob("events.out.tfevents.*")) for run in runs)
+    assert len(runs) == 6 and all(
+        (sweep_dir / run / "last.pt").is_file()
+        and list((sweep_dir / run).glob("events.out.tfevents.*"))
+        for run in runs
+    )
     rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
-    assert sorted((float(r["learning_rate"]), int(r["seed"])) for r in rows) == [(rate, seed) for rate in (1.0, 3.0) for seed in (7, 8, 9)]
+    assert sorted((float(r["learning_rate"]), int(r["seed"])) for r in rows) == [
+        (rate, seed) for rate in (1.0, 3.0) for seed in (7, 8, 9)
+    ]
     markdown = (sweep_dir / "summary.md").read_text()
     for rate in ("1", "3"):
-        accuracies = [float(r["test_accuracy"]) for r in rows if f"{float(r['learning_rate']):g}" == rate]
+        accuracies = [
+            float(r["test_accuracy"]) for r in rows if f"{float(r['learning_rate']):g}" == rate
+        ]
         expected = f"| {rate} | 3 | 0 | {100 * statistics.fmean(accuracies):.2f} ± {100 * statistics.stdev(accuracies):.2f}% |"
         assert expected in markdown
     assert all(math.isfinite(float(r[name])) for r in rows for name in FINAL_METRICS)
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--seeds", "1", "1"], "--seeds must be distinct"),
-    (["--num-seeds", "0"], "--num-seeds must be a positive integer"),
-    (["--learning-rates", "1", "-2"], "--learning-rate must be a finite number > 0"),
-    (["--compile"], "--compile is not supported by gd-torch sweep"),
-    (["--time-budget", "60"], "--time-budget is not supported by gd-torch sweep"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--seeds", "1", "1"], "--seeds must be distinct"),
+        (["--num-seeds", "0"], "--num-seeds must be a positive integer"),
+        (["--learning-rates", "1", "-2"], "--learning-rate must be a finite number > 0"),
+        (["--compile"], "--compile is not supported by gd-torch sweep"),
+        (["--time-budget", "60"], "--time-budget is not supported by gd-torch sweep"),
+        (["--momentum", "0.5"], "--momentum is not supported by gd-torch sweep"),
+    ],
+)
 def test_bad_sweep_options_are_one_line_errors(arguments, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit:
         main(["sweep", "--data-root", str(tmp_path), "--no-download", *arguments])
@@ -166,10 +238,12 @@ def test_bad_sweep_options_are_one_line_errors(arguments, message, capsys, tmp_p
     assert message in capsys.readouterr().err
 
 
-def test_sweep_configs_vary_only_seed_and_rate():
-    base = TrainConfig(hidden_sizes=(8,), batch_size=3, data_root="x")
-    configs = sweep_configs(base, range(2))
-    assert [c.seed for c in configs] == [0, 1] and {c.learning_rate for c in configs} == {base.learning_rate}
+def test_sweep_settings_vary_only_seed_and_rate():
+    base = TrainingSettings(hidden_sizes=(8,), batch_size=3)
+    configs = sweep_settings(base, range(2))
+    assert [c.seed for c in configs] == [0, 1] and {c.learning_rate for c in configs} == {
+        base.learning_rate
+    }
     assert {(c.hidden_sizes, c.batch_size) for c in configs} == {((8,), 3)}
     with pytest.raises(GdTorchError):
-        sweep_configs(base, [])
+        sweep_settings(base, [])

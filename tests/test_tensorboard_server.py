@@ -10,10 +10,12 @@ import urllib.request
 
 import pytest
 
-from gd_torch.config import TrainConfig
-from gd_torch.train import train
+from gd_torch import train
+from tests.configs import split
 
-STARTUP_SECONDS = 120  # TensorBoard imports slowly on a busy machine; the wait is bounded all the same
+STARTUP_SECONDS = (
+    120  # TensorBoard imports slowly on a busy machine; the wait is bounded all the same
+)
 
 
 def free_port() -> int:
@@ -30,14 +32,36 @@ def get_json(url: str):
 @pytest.fixture
 def server(tmp_path, fake_mnist_root):
     """(base URL, run name) of a tensorboard serving a 2-epoch run on synthetic digits; always stopped."""
-    config = TrainConfig(data_root=str(fake_mnist_root), download=False, epochs=2, image_every=1, log_every=20,
-                         runs_dir=str(tmp_path / "runs"))
-    run_dir = train(config, out=io.StringIO()).run_dir
+    config = split(
+        data_root=str(fake_mnist_root),
+        download=False,
+        epochs=2,
+        image_every=1,
+        log_every=20,
+        runs_dir=str(tmp_path / "runs"),
+    )
+    run_dir = train(*config, out=io.StringIO()).run_dir
     port = free_port()
     log = tmp_path / "tensorboard.log"  # a file, not a pipe: a full pipe would stall the server
-    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.parent), "--port", str(port),
-                                "--host", "127.0.0.1", "--load_fast", "false", "--reload_interval", "1"],
-                               stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run_dir.parent),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--load_fast",
+            "false",
+            "--reload_interval",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
     try:
         yield f"http://127.0.0.1:{port}", run_dir.name, process, log
     finally:
@@ -50,7 +74,9 @@ def wait_for_tags(base: str, plugin: str, run: str, process, log) -> dict:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"tensorboard exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}")
+            pytest.fail(
+                f"tensorboard exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}"
+            )
         try:
             tags = get_json(f"{base}/data/plugin/{plugin}/tags").get(run, {})
             if tags:
@@ -64,14 +90,26 @@ def wait_for_tags(base: str, plugin: str, run: str, process, log) -> dict:
 def test_tensorboard_serves_scalars_histograms_and_images(server):
     base, run, process, log = server
     scalars = wait_for_tags(base, "scalars", run, process, log)
-    assert {"batch/train_cost", "batch/gradient_norm", "epoch/test_accuracy", "epoch/train_cost"} <= set(scalars)
+    assert {
+        "batch/train_cost",
+        "batch/gradient_norm",
+        "epoch/test_accuracy",
+        "epoch/train_cost",
+    } <= set(scalars)
     histograms = wait_for_tags(base, "histograms", run, process, log)
     assert {"layer1/weights", "layer3/biases", "layer1/weight_gradients"} <= set(histograms)
     images = wait_for_tags(base, "images", run, process, log)
     assert {"images/first_layer_weights", "images/confusion_matrix"} <= set(images)
     assert images["images/confusion_matrix"]["samples"] == 1
     points = get_json(f"{base}/data/plugin/scalars/scalars?run={run}&tag=epoch/test_accuracy")
-    epoch_ends = [60, 120]  # x is the SGD step: 600 synthetic digits in batches of 10 make 60 steps an epoch
-    assert [step for _, step, _ in points] == epoch_ends and all(0 <= accuracy <= 1 for _, _, accuracy in points)
-    steps = get_json(f"{base}/data/plugin/images/images?run={run}&tag=images/first_layer_weights&sample=0")
+    epoch_ends = [
+        60,
+        120,
+    ]  # x is the SGD step: 600 synthetic digits in batches of 10 make 60 steps an epoch
+    assert [step for _, step, _ in points] == epoch_ends and all(
+        0 <= accuracy <= 1 for _, _, accuracy in points
+    )
+    steps = get_json(
+        f"{base}/data/plugin/images/images?run={run}&tag=images/first_layer_weights&sample=0"
+    )
     assert [entry["step"] for entry in steps] == epoch_ends

@@ -1,28 +1,32 @@
-"""L2 weight decay (Nielsen ch. 3) reaches both engines through the same torch.optim.SGD.
+"""torch.optim.SGD's L2 weight decay reaches both engines through the same optimizer.
 
-SGD adds λw to each .grad before the step; the manual engine writes .grad like autograd, so
-both must take the same steps, w ← w − η(∇C + λw), in float64.
+SGD adds λw to each .grad before the step, for every weight and bias; the manual engine writes
+.grad like autograd, so both must take the same steps, w ← w − η(∇C + λw), in float64. (This is
+not Nielsen's chapter-3 decay, which shrinks the weights only, by 1 − ηλ/n, and not the biases.)
 """
 
 import torch
 
-from gd_torch.config import TrainConfig
-from gd_torch.data import Mnist, Split
-from gd_torch.model import Network
-from gd_torch.train import train_one_epoch
+from gd_torch.core.data import Split, shuffled_batches
+from gd_torch.core.engines import ENGINES
+from gd_torch.core.loop import train_one_epoch
+from gd_torch.core.model import Network
 from tests.fakes import synthetic_mnist
 
 
 def trained_parameters(engine: str, weight_decay: float) -> list[torch.Tensor]:
     """Two epochs (120 SGD steps, batch 10) on 600 synthetic digits in float64."""
     digits = synthetic_mnist().train
-    data = Mnist(Split(digits.images.double(), digits.labels), None)
-    config = TrainConfig(engine=engine, weight_decay=weight_decay, batch_size=10, learning_rate=1.5)
-    network = Network(config.layer_sizes, "nielsen-improved", torch.Generator().manual_seed(3)).double()
-    optimizer = torch.optim.SGD(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    order, step = torch.Generator().manual_seed(4), 0
+    train = Split(digits.images.double(), digits.labels)
+    network = Network(
+        init="nielsen-improved", generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
+    optimizer = torch.optim.SGD(network.parameters(), lr=1.5, weight_decay=weight_decay)
+    order = torch.Generator().manual_seed(4)
     for _ in range(2):
-        step = train_one_epoch(network, optimizer, config, data, order, step)
+        train_one_epoch(
+            network, optimizer, train, shuffled_batches(len(train), 10, order), ENGINES[engine]
+        )
     return [p.detach() for p in network.parameters()]
 
 

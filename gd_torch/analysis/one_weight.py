@@ -9,12 +9,14 @@ from collections.abc import Callable
 import torch
 
 from gd_torch.analysis.sensitivity import full_gradient
-from gd_torch.cost import cost
-from gd_torch.data import Split
-from gd_torch.model import Network
+from gd_torch.core.cost import cost
+from gd_torch.core.data import Split
+from gd_torch.core.model import Network
 
 
-def descend(slope: Callable[[float], float], start: float, learning_rate: float, steps: int) -> list[float]:
+def descend(
+    slope: Callable[[float], float], start: float, learning_rate: float, steps: int
+) -> list[float]:
     """[w_0 = start, w_1, ..., w_steps] with w_{k+1} = w_k − η C'(w_k)."""
     path = [start]
     for _ in range(steps):
@@ -25,7 +27,16 @@ def descend(slope: Callable[[float], float], start: float, learning_rate: float,
 class OneWeight:
     """C(w) and C'(w) for the weight ``network.layers[layer - 1].weight[row, column]`` over ``split``."""
 
-    def __init__(self, network: Network, split: Split, convention: str, layer: int, row: int, column: int, engine: str = "manual"):
+    def __init__(
+        self,
+        network: Network,
+        split: Split,
+        convention: str,
+        layer: int,
+        row: int,
+        column: int,
+        engine: str = "manual",
+    ):
         self.network, self.split, self.convention, self.engine = network, split, convention, engine
         self.layer, self.index = layer, (row, column)
         self.trained_value = self._weight()[self.index].item()
@@ -41,13 +52,17 @@ class OneWeight:
         """C with this weight set to ``value``."""
         self._set(value)
         with torch.inference_mode():
-            result = cost(self.network(self.split.images), self.split.targets, self.convention).item()
+            result = cost(
+                self.network(self.split.images), self.split.targets, self.convention
+            ).item()
         self._set(self.trained_value)
         return result
 
     def slope(self, value: float) -> float:
         """∂C/∂w with this weight set to ``value``."""
         self._set(value)
-        result = full_gradient(self.network, self.split, self.convention, self.engine)[self.layer - 1][0][self.index].item()
+        result = full_gradient(self.network, self.split, self.convention, self.engine)[
+            self.layer - 1
+        ][0][self.index].item()
         self._set(self.trained_value)
         return result

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gd_torch.cost import NUM_CLASSES
-from gd_torch.data import Split
-from gd_torch.model import INPUT_SIZE, Network
+from gd_torch.core.cost import NUM_CLASSES
+from gd_torch.core.data import Split
+from gd_torch.core.model import INPUT_SIZE, Network
 
 
 @torch.inference_mode()
@@ -41,13 +41,17 @@ class Answers:
 @dataclass(frozen=True)
 class Mistakes:
     confusion: Tensor  # (10, 10) int: confusion[true, predicted] counts test digits
-    confident_mistakes: Tensor  # indices into the split of wrong answers, most confident (highest a^L) first
+    confident_mistakes: (
+        Tensor  # indices into the split of wrong answers, most confident (highest a^L) first
+    )
 
     @classmethod
     def of(cls, output: Tensor, split: Split) -> "Mistakes":
         answers = Answers.of(output)
         labels = split.labels.to(answers.digit.device)
-        confusion = torch.bincount(labels * NUM_CLASSES + answers.digit, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+        confusion = torch.bincount(
+            labels * NUM_CLASSES + answers.digit, minlength=NUM_CLASSES**2
+        ).reshape(NUM_CLASSES, NUM_CLASSES)
         wrong = (answers.digit != labels).nonzero().flatten()
         return cls(confusion.cpu(), wrong[answers.highest[wrong].argsort(descending=True)].cpu())
 

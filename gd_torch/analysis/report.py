@@ -10,29 +10,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from matplotlib.figure import Figure
+from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from gd_torch import manual
 from gd_torch.analysis import figures
 from gd_torch.analysis.one_weight import OneWeight, descend
 from gd_torch.analysis.outputs import Answers, Mistakes, noise_images, outputs
 from gd_torch.analysis.sensitivity import full_gradient, most_sensitive
-from gd_torch.checkpoint import load_checkpoint, network_from_checkpoint
-from gd_torch.config import TrainConfig
-from gd_torch.data import Mnist
-from gd_torch.errors import GdTorchError
-from gd_torch.model import Network
-from gd_torch.train import prepare_data, seeded_generators
+from gd_torch.core import manual
+from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, settings_of
+from gd_torch.core.data import Mnist
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.loop import prepare_data, seeded_generators
+from gd_torch.core.model import Network
+from gd_torch.core.settings import TrainingSettings
 
 HIDDEN_VIEW_DIGITS = 4
 MISTAKES_SHOWN = 24
 DESCENT_STEPS = 12
 
 
-def analyze(checkpoint: str | Path, data_root: str | None = None, download: bool = True, top: int = 5,
-            one_weight_rate: float | None = None, out=None) -> dict[str, Path]:
+def analyze(
+    checkpoint: str | Path,
+    data_root: str | None = None,
+    download: bool = True,
+    top: int = 5,
+    one_weight_rate: float | None = None,
+    out=None,
+) -> dict[str, Path]:
     """Draw every figure, write it as ``<run dir>/<name>.png`` and into TensorBoard; returns {name: png path}."""
     out = out or sys.stdout  # looked up now, so that a redirected sys.stdout is used
     if top < 1:
@@ -40,16 +46,31 @@ def analyze(checkpoint: str | Path, data_root: str | None = None, download: bool
     if one_weight_rate is not None and not one_weight_rate > 0:
         raise GdTorchError(f"--one-weight-rate must be a number > 0, not {one_weight_rate}")
     state = load_checkpoint(checkpoint)
-    trained, config = network_from_checkpoint(state)
-    config = dataclasses.replace(config, data_root=data_root or config.data_root, download=download)
-    initial = Network(config.layer_sizes, config.init, seeded_generators(config.seed)[0])  # the run's untrained network
-    data = prepare_data(config, torch.device("cpu"))
+    trained, config = network_from_checkpoint(state, checkpoint)
+    options = settings_of(state, checkpoint)[1]
+    options = dataclasses.replace(
+        options, data_root=data_root or options.data_root, download=download
+    )
+    initial = Network(
+        config.layer_sizes, config.init, seeded_generators(config.seed)[0], config.torch_dtype
+    )  # the run's untrained network
+    data = prepare_data(config, options, torch.device("cpu"))
     run_dir = Path(checkpoint).parent
-    print(f"gd-torch analyze: {checkpoint}: {'-'.join(map(str, config.layer_sizes))} network after {state['epoch']} epochs "
-          f"({state['step']:,} SGD steps); {len(data.train):,} training and {len(data.test):,} test digits", file=out)
+    print(
+        f"gd-torch analyze: {checkpoint}: {'-'.join(map(str, config.layer_sizes))} network after {state['epoch']} epochs "
+        f"({state['step']:,} SGD steps); {len(data.train):,} training and {len(data.test):,} test digits",
+        file=out,
+    )
 
     drawn = {}
-    sections = (_weights, partial(_sensitivity, top=top), partial(_one_weight, rate=one_weight_rate), _noise, _mistakes, _hidden_layers)
+    sections = (
+        _weights,
+        partial(_sensitivity, top=top),
+        partial(_one_weight, rate=one_weight_rate),
+        _noise,
+        _mistakes,
+        _hidden_layers,
+    )
     for section in sections:
         section_figures, lines = section(trained, initial, config, data)
         drawn |= section_figures
@@ -61,86 +82,162 @@ def analyze(checkpoint: str | Path, data_root: str | None = None, download: bool
     try:
         for name, figure in drawn.items():
             png = io.BytesIO()
-            figure.savefig(png, format="png", dpi=figures.DPI)  # drawn once: the file and TensorBoard get the same pixels
+            figure.savefig(
+                png, format="png", dpi=figures.DPI
+            )  # drawn once: the file and TensorBoard get the same pixels
             written[name] = run_dir / f"{name}.png"
             written[name].write_bytes(png.getvalue())
-            writer.add_image(f"analysis/{name}", np.asarray(Image.open(png).convert("RGB")), state["step"], dataformats="HWC")
+            writer.add_image(
+                f"analysis/{name}",
+                np.asarray(Image.open(png).convert("RGB")),
+                state["step"],
+                dataformats="HWC",
+            )
     finally:
         writer.close()
-    print(f"{len(written)} figures written to {run_dir}/ ({', '.join(p.name for p in written.values())}) and to its "
-          f"TensorBoard log under IMAGES, analysis/ (tensorboard --logdir {run_dir.parent})", file=out)
+    print(
+        f"{len(written)} figures written to {run_dir}/ ({', '.join(p.name for p in written.values())}) and to its "
+        f"TensorBoard log under IMAGES, analysis/ (tensorboard --logdir {run_dir.parent})",
+        file=out,
+    )
     return written
 
 
-def _weights(trained: Network, initial: Network, config: TrainConfig, data: Mnist) -> tuple[dict[str, Figure], list[str]]:
+def _weights(
+    trained: Network, initial: Network, config: TrainingSettings, data: Mnist
+) -> tuple[dict[str, Figure], list[str]]:
     first = {"initial (untrained)": initial.layers[0].weight, "trained": trained.layers[0].weight}
-    figure = figures.neuron_images("first_layer_weights", "What each first-layer neuron looks for: its 784 weights as a 28x28 image", first)
-    change = (trained.layers[0].weight - initial.layers[0].weight).norm() / initial.layers[0].weight.norm()
-    return {"first_layer_weights": figure}, [f"first-layer weights: |W1 − W1_initial| / |W1_initial| = {change:.2f}"]
+    figure = figures.neuron_images(
+        "first_layer_weights",
+        "What each first-layer neuron looks for: its 784 weights as a 28x28 image",
+        first,
+    )
+    change = (trained.layers[0].weight - initial.layers[0].weight).norm() / initial.layers[
+        0
+    ].weight.norm()
+    return {"first_layer_weights": figure}, [
+        f"first-layer weights: |W1 − W1_initial| / |W1_initial| = {change:.2f}"
+    ]
 
 
-def _sensitivity(trained: Network, initial: Network, config: TrainConfig, data: Mnist, top: int) -> tuple[dict[str, Figure], list[str]]:
+def _sensitivity(
+    trained: Network, initial: Network, config: TrainingSettings, data: Mnist, top: int
+) -> tuple[dict[str, Figure], list[str]]:
     lines, panels = [], {}
     for label, network in (("initial", initial), ("trained", trained)):
         gradient = full_gradient(network, data.train, config.cost, config.engine)
         panels[label] = gradient
         norm = torch.cat([g.flatten() for pair in gradient for g in pair]).norm()
-        lines.append(f"sensitivity at the {label} weights (|∇C| = {norm:.3g} over the {len(data.train):,} training digits):")
+        lines.append(
+            f"sensitivity at the {label} weights (|∇C| = {norm:.3g} over the {len(data.train):,} training digits):"
+        )
         weights, biases = most_sensitive(gradient, top)
         lines += [f"  {s.sentence()}" for s in weights + biases]
     gradient_images = figures.neuron_images(
-        "first_layer_gradient", "∂C/∂W1: how the cost changes with each first-layer weight (green: raising it raises C)",
-        {label: gradient[0][0] for label, gradient in panels.items()})
-    histogram = figures.sensitivity_histogram({label: [w for w, _ in gradient] for label, gradient in panels.items()})
+        "first_layer_gradient",
+        "∂C/∂W1: how the cost changes with each first-layer weight (green: raising it raises C)",
+        {label: gradient[0][0] for label, gradient in panels.items()},
+    )
+    histogram = figures.sensitivity_histogram(
+        {label: [w for w, _ in gradient] for label, gradient in panels.items()}
+    )
     return {"first_layer_gradient": gradient_images, "sensitivity_histogram": histogram}, lines
 
 
-def _one_weight(trained: Network, initial: Network, config: TrainConfig, data: Mnist,
-                rate: float | None) -> tuple[dict[str, Figure], list[str]]:
+def _one_weight(
+    trained: Network, initial: Network, config: TrainingSettings, data: Mnist, rate: float | None
+) -> tuple[dict[str, Figure], list[str]]:
     """Descend on the weight the trained cost is most sensitive to, from 3 away on the steeper side."""
-    name = most_sensitive(full_gradient(trained, data.train, config.cost, config.engine), 1)[0][0].name  # "W3[5, 3]"
-    layer, row, column = int(name[1 : name.index("[")]), *map(int, name[name.index("[") + 1 : -1].split(", "))
+    name = most_sensitive(full_gradient(trained, data.train, config.cost, config.engine), 1)[0][
+        0
+    ].name  # "W3[5, 3]"
+    layer, row, column = (
+        int(name[1 : name.index("[")]),
+        *map(int, name[name.index("[") + 1 : -1].split(", ")),
+    )
     weight = OneWeight(trained, data.train, config.cost, layer, row, column, config.engine)
     center = weight.trained_value
     start = max((center - 3, center + 3), key=weight.cost)
-    rate = rate or 1 / abs(weight.slope(start))  # the first step goes a third of the way back to the trained value
+    rate = rate or 1 / abs(
+        weight.slope(start)
+    )  # the first step goes a third of the way back to the trained value
     path = descend(weight.slope, start, rate, DESCENT_STEPS)
     grid = torch.linspace(center - 4, center + 4, 81).tolist()
-    figure = figures.one_weight(name, (grid, [weight.cost(w) for w in grid]), (path, [weight.cost(w) for w in path]), rate, center)
-    lines = [f"one weight, one slope: {name} (trained value {center:.3f}): {DESCENT_STEPS} steps of "
-             f"η = {rate:.3g} from {start:.3f} end at {path[-1]:.3f}; step sizes {', '.join(f'{abs(b - a):.3f}' for a, b in zip(path, path[1:4]))}, ...",
-             f"  (with the training η = {config.learning_rate:g} the first step would be {config.learning_rate * abs(weight.slope(start)):.4f}: "
-             f"one weight of {trained.num_parameters:,} hardly moves the average cost)"]
+    figure = figures.one_weight(
+        name,
+        (grid, [weight.cost(w) for w in grid]),
+        (path, [weight.cost(w) for w in path]),
+        rate,
+        center,
+    )
+    lines = [
+        f"one weight, one slope: {name} (trained value {center:.3f}): {DESCENT_STEPS} steps of "
+        f"η = {rate:.3g} from {start:.3f} end at {path[-1]:.3f}; step sizes {', '.join(f'{abs(b - a):.3f}' for a, b in zip(path, path[1:4]))}, ...",
+        f"  (with the training η = {config.learning_rate:g} the first step would be {config.learning_rate * abs(weight.slope(start)):.4f}: "
+        f"one weight of {trained.num_parameters:,} hardly moves the average cost)",
+    ]
     return {"one_weight": figure}, lines
 
 
-def _noise(trained: Network, initial: Network, config: TrainConfig, data: Mnist) -> tuple[dict[str, Figure], list[str]]:
-    noise = noise_images(len(data.test), torch.Generator().manual_seed(config.seed))
-    answers = {"test digits": Answers.of(outputs(trained, data.test.images)), "random noise": Answers.of(outputs(trained, noise))}
-    lines = [f"noise: {len(noise):,} images of uniform random pixels vs the {len(data.test):,} test digits"]
+def _noise(
+    trained: Network, initial: Network, config: TrainingSettings, data: Mnist
+) -> tuple[dict[str, Figure], list[str]]:
+    noise = noise_images(len(data.test), torch.Generator().manual_seed(config.seed)).to(
+        config.torch_dtype
+    )
+    answers = {
+        "test digits": Answers.of(outputs(trained, data.test.images)),
+        "random noise": Answers.of(outputs(trained, noise)),
+    }
+    lines = [
+        f"noise: {len(noise):,} images of uniform random pixels vs the {len(data.test):,} test digits"
+    ]
     for label, answer in answers.items():
         counts = answer.digit_counts()
-        lines.append(f"  {label:<12}: highest activation median {answer.highest.median():.3f}, above 0.9 for "
-                     f"{100 * (answer.highest > 0.9).float().mean():.1f}%; most often answers {counts.argmax()} "
-                     f"({100 * counts.max() / counts.sum():.1f}%)")
+        lines.append(
+            f"  {label:<12}: highest activation median {answer.highest.median():.3f}, above 0.9 for "
+            f"{100 * (answer.highest > 0.9).float().mean():.1f}%; most often answers {counts.argmax()} "
+            f"({100 * counts.max() / counts.sum():.1f}%)"
+        )
     return {"noise": figures.noise(answers)}, lines
 
 
-def _mistakes(trained: Network, initial: Network, config: TrainConfig, data: Mnist) -> tuple[dict[str, Figure], list[str]]:
+def _mistakes(
+    trained: Network, initial: Network, config: TrainingSettings, data: Mnist
+) -> tuple[dict[str, Figure], list[str]]:
     output = outputs(trained, data.test.images)
     mistakes = Mistakes.of(output, data.test)
     shown = mistakes.confident_mistakes[:MISTAKES_SHOWN]
-    lines = ["confusion matrix on the test digits (rows: true digit, columns: predicted):",
-             "       " + " ".join(f"{d:>5}" for d in range(10)) + "   right"]
-    for digit, (row, accuracy) in enumerate(zip(mistakes.confusion.tolist(), mistakes.per_digit_accuracy.tolist())):
-        lines.append(f"  {digit:>3}  " + " ".join(f"{count:>5}" for count in row) + f"  {100 * accuracy:5.1f}%")
-    lines.append(f"{len(mistakes.confident_mistakes):,} test digits answered wrong; the most confident: " +
-                 ", ".join(f"#{i} {data.test.labels[i]}→{output[i].argmax()} ({output[i].max():.2f})" for i in shown[:5].tolist()))
-    return {"confusion_matrix": figures.confusion_matrix(mistakes.confusion),
-            "misclassified": figures.misclassified(data.test.images[shown], data.test.labels[shown], output[shown])}, lines
+    lines = [
+        "confusion matrix on the test digits (rows: true digit, columns: predicted):",
+        "       " + " ".join(f"{d:>5}" for d in range(10)) + "   right",
+    ]
+    for digit, (row, accuracy) in enumerate(
+        zip(mistakes.confusion.tolist(), mistakes.per_digit_accuracy.tolist())
+    ):
+        lines.append(
+            f"  {digit:>3}  "
+            + " ".join(f"{count:>5}" for count in row)
+            + f"  {100 * accuracy:5.1f}%"
+        )
+    lines.append(
+        f"{len(mistakes.confident_mistakes):,} test digits answered wrong; the most confident: "
+        + ", ".join(
+            f"#{i} {data.test.labels[i]}→{output[i].argmax()} ({output[i].max():.2f})"
+            for i in shown[:5].tolist()
+        )
+    )
+    return {
+        "confusion_matrix": figures.confusion_matrix(mistakes.confusion),
+        "misclassified": figures.misclassified(
+            data.test.images[shown], data.test.labels[shown], output[shown]
+        ),
+    }, lines
 
 
-def _hidden_layers(trained: Network, initial: Network, config: TrainConfig, data: Mnist) -> tuple[dict[str, Figure], list[str]]:
+def _hidden_layers(
+    trained: Network, initial: Network, config: TrainingSettings, data: Mnist
+) -> tuple[dict[str, Figure], list[str]]:
     images = data.test.images[:HIDDEN_VIEW_DIGITS]
     with torch.inference_mode():
         activations = manual.forward(trained, images)  # [a^0, a^1, ..., a^L]

@@ -11,18 +11,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gd_torch.data import Split
-from gd_torch.engines import ENGINES
-from gd_torch.model import Network
+from gd_torch.core.data import Split
+from gd_torch.core.engines import ENGINES
+from gd_torch.core.model import Network
 
 
-def full_gradient(network: Network, split: Split, convention: str, engine: str = "manual") -> list[tuple[Tensor, Tensor]]:
+def full_gradient(
+    network: Network, split: Split, convention: str, engine: str = "manual"
+) -> list[tuple[Tensor, Tensor]]:
     """[(∂C/∂W^l, ∂C/∂b^l) for l = 1..L] of the cost C averaged over the whole split.
 
     The whole split is one batch for the engine that trains the network (it overwrites ``.grad``).
     """
     ENGINES[engine](network, split.images, split.targets, convention)
-    return [(layer.weight.grad.detach().clone(), layer.bias.grad.detach().clone()) for layer in network.layers]
+    return [
+        (layer.weight.grad.detach().clone(), layer.bias.grad.detach().clone())
+        for layer in network.layers
+    ]
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,15 @@ class Sensitivity:
 
     def sentence(self) -> str:
         kind = "weight" if self.name.startswith("W") else "bias"
-        return (f"the cost is {self.ratio_to_median:.1f}x more sensitive to {self.name} than to the median {kind} "
-                f"(∂C/∂{self.name} = {self.slope:+.3g})")
+        return (
+            f"the cost is {self.ratio_to_median:.1f}x more sensitive to {self.name} than to the median {kind} "
+            f"(∂C/∂{self.name} = {self.slope:+.3g})"
+        )
 
 
-def most_sensitive(gradients: list[tuple[Tensor, Tensor]], k: int) -> tuple[list[Sensitivity], list[Sensitivity]]:
+def most_sensitive(
+    gradients: list[tuple[Tensor, Tensor]], k: int
+) -> tuple[list[Sensitivity], list[Sensitivity]]:
     """(the k weights, the k biases) with the largest |∂C/∂w|, largest first."""
     return _top([w for w, _ in gradients], "W", k), _top([b for _, b in gradients], "b", k)
 
@@ -50,4 +59,7 @@ def _top(tensors: list[Tensor], letter: str, k: int) -> list[Sensitivity]:
             index = tuple(int(i) for i in torch.unravel_index(torch.tensor(position), tensor.shape))
             candidates.append((f"{letter}{l}[{', '.join(map(str, index))}]", tensor[index].item()))
     candidates.sort(key=lambda candidate: -abs(candidate[1]))
-    return [Sensitivity(name, slope, abs(slope) / median if median > 0 else float("inf")) for name, slope in candidates[:k]]
+    return [
+        Sensitivity(name, slope, abs(slope) / median if median > 0 else float("inf"))
+        for name, slope in candidates[:k]
+    ]

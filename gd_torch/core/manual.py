@@ -20,8 +20,8 @@ batched matmul over the leading copy dimension and every sum runs over the examp
 import torch
 from torch import Tensor
 
-from gd_torch.cost import cost_gradient
-from gd_torch.model import Network
+from gd_torch.core.cost import cost_gradient
+from gd_torch.core.model import Network
 
 
 def sigmoid_prime(a: Tensor) -> Tensor:
@@ -39,7 +39,9 @@ def weighted_input(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         return torch.addmm(bias, a, weight.T)
     if a.dim() == 2:
         copies, n_out, n_in = weight.shape
-        wide = torch.addmm(bias.flatten(), a, weight.reshape(copies * n_out, n_in).T)  # (n, K·n_l): column block k is copy k
+        wide = torch.addmm(
+            bias.flatten(), a, weight.reshape(copies * n_out, n_in).T
+        )  # (n, K·n_l): column block k is copy k
         return wide.view(len(a), copies, n_out).transpose(0, 1)  # (K, n, n_l)
     return torch.baddbmm(bias.unsqueeze(-2), a, weight.mT)
 
@@ -48,24 +50,34 @@ def forward(network: Network, x: Tensor) -> list[Tensor]:
     """The activations [a^0 = x, a^1, ..., a^L], each (n, n_l), kept for the backward pass."""
     activations = [x]
     for layer in network.layers:
-        z = weighted_input(activations[-1], layer.weight, layer.bias)  # z^l = W^l a^{l-1} + b^l, (n, n_l)
+        z = weighted_input(
+            activations[-1], layer.weight, layer.bias
+        )  # z^l = W^l a^{l-1} + b^l, (n, n_l)
         activations.append(torch.sigmoid(z))  # a^l = σ(z^l), (n, n_l)
     return activations
 
 
-def backward(network: Network, activations: list[Tensor], target: Tensor, convention: str) -> list[tuple[Tensor, Tensor]]:
+def backward(
+    network: Network, activations: list[Tensor], target: Tensor, convention: str
+) -> list[tuple[Tensor, Tensor]]:
     """[(∂C/∂W^l, ∂C/∂b^l) for l = 1..L], the gradient of the cost C of this batch.
 
     ``activations`` comes from ``forward`` and is only read; ``target`` is the one-hot y (n, 10).
     """
     weights = [layer.weight for layer in network.layers]  # weights[l - 1] is W^l
     output = activations[-1]
-    delta = cost_gradient(output, target, convention) * sigmoid_prime(output)  # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
+    delta = cost_gradient(output, target, convention) * sigmoid_prime(
+        output
+    )  # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
     gradients = []
     for l in range(len(weights), 0, -1):  # l = L, L-1, ..., 1
         nabla_b = delta.sum(-2)  # BP3: ∂C/∂b^l = Σ_x δ^l_x, (n_l,)
-        nabla_w = delta.mT @ activations[l - 1]  # BP4: ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T, (n_l, n_{l-1})
+        nabla_w = (
+            delta.mT @ activations[l - 1]
+        )  # BP4: ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T, (n_l, n_{l-1})
         gradients.append((nabla_w, nabla_b))
         if l > 1:
-            delta = (delta @ weights[l - 1]) * sigmoid_prime(activations[l - 1])  # BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), (n, n_{l-1})
+            delta = (delta @ weights[l - 1]) * sigmoid_prime(
+                activations[l - 1]
+            )  # BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), (n, n_{l-1})
     return gradients[::-1]

@@ -34,7 +34,9 @@ def cost(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tenso
     For K stacked networks (``gd_torch.sweep``) they are (K, n, 10) and C is (K,), one cost per network.
     ``mse_loss`` without reduction is one operation (and one autograd node) for all the squares.
     """
-    squares = torch.nn.functional.mse_loss(output, target, reduction="none")  # (a_j − y_j)², (n, 10) or (K, n, 10)
+    squares = torch.nn.functional.mse_loss(
+        output, target, reduction="none"
+    )  # (a_j − y_j)², (n, 10) or (K, n, 10)
     return (COST_SCALES[convention] / output.shape[-2]) * squares.sum(dim=(-2, -1))
 
 

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from gd_torch.errors import GdTorchError
+from gd_torch.core.errors import GdTorchError
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ def idx_problem(path: Path, file: MnistFile) -> str | None:
     expected_magic = IMAGE_MAGIC if file.is_images else LABEL_MAGIC
     header_size = 16 if file.is_images else 8
     if len(data) < header_size:
-        return f"{path}: truncated: {len(data)} bytes, shorter than the {header_size}-byte IDX header"
+        return (
+            f"{path}: truncated: {len(data)} bytes, shorter than the {header_size}-byte IDX header"
+        )
     magic, count = struct.unpack(">II", data[:8])
     if magic != expected_magic:
         return f"{path}: wrong magic number 0x{magic:08x}, expected 0x{expected_magic:08x} ({'images' if file.is_images else 'labels'})"
@@ -75,15 +77,23 @@ def check_files(root: str | Path, missing_ok: bool = True) -> None:
     for file in MNIST_FILES:
         path = folder / file.name
         if not path.is_file() and not missing_ok:
-            raise GdTorchError(f"{path} is missing (and --no-download was given): {where_files_go(root)}")
+            raise GdTorchError(
+                f"{path} is missing (and --no-download was given): {where_files_go(root)}"
+            )
         if path.is_file():
             problem = idx_problem(path, file)
             if problem:
                 raise GdTorchError(problem)
             counts[file.name] = struct.unpack(">I", path.read_bytes()[4:8])[0]
     for images, labels in ((MNIST_FILES[0], MNIST_FILES[1]), (MNIST_FILES[2], MNIST_FILES[3])):
-        if images.name in counts and labels.name in counts and counts[images.name] != counts[labels.name]:
-            raise GdTorchError(f"{folder / images.name} holds {counts[images.name]} images but {folder / labels.name} {counts[labels.name]} labels")
+        if (
+            images.name in counts
+            and labels.name in counts
+            and counts[images.name] != counts[labels.name]
+        ):
+            raise GdTorchError(
+                f"{folder / images.name} holds {counts[images.name]} images but {folder / labels.name} {counts[labels.name]} labels"
+            )
 
 
 def md5(path: Path) -> str:

@@ -1,6 +1,6 @@
 """Named configurations of published experiments: ``gd-torch train --preset NAME``.
 
-A preset replaces TrainConfig's defaults; options given on the command line still win
+A preset replaces TrainingSettings' defaults; options given on the command line still win
 (``--preset 3b1b --epochs 5``). Learning rates are written in the cost convention of their
 source, so they can be checked against it: Nielsen's η = 3.0 in his ½ convention takes the
 same steps as η = 1.5 in gd_torch's quadratic convention (see ``gd_torch.cost``).
@@ -17,12 +17,26 @@ full-batch-gd  the same network by true gradient descent: one step per pass, on 
 
 import dataclasses
 
-from gd_torch.config import TrainConfig
-from gd_torch.errors import GdTorchError
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.settings import TrainingSettings
 
-_NIELSEN_CHAPTER_1 = dict(init="nielsen", batch_size=10, learning_rate=3.0, cost="nielsen", lr_schedule="constant", weight_decay=0.0,
-                          epochs=30, validation_size=10_000)
-_GD_VERSUS_SGD = dict(hidden_sizes=(16, 16), init="nielsen-improved", lr_schedule="constant", weight_decay=0.0, epochs=30)
+_NIELSEN_CHAPTER_1 = dict(
+    init="nielsen",
+    batch_size=10,
+    learning_rate=3.0,
+    cost="nielsen",
+    lr_schedule="constant",
+    weight_decay=0.0,
+    epochs=30,
+    validation_size=10_000,
+)
+_GD_VERSUS_SGD = dict(
+    hidden_sizes=(16, 16),
+    init="nielsen-improved",
+    lr_schedule="constant",
+    weight_decay=0.0,
+    epochs=30,
+)
 
 PRESETS: dict[str, dict] = {
     "3b1b": dict(hidden_sizes=(16, 16), **_NIELSEN_CHAPTER_1),
@@ -34,14 +48,14 @@ PRESETS: dict[str, dict] = {
 
 # What the sources report for the presets, shown beside our numbers by ``gd-torch reproduce``.
 PUBLISHED = {
-    "3b1b": "about 96% (3Blue1Brown, \"Gradient descent, how neural networks learn\", 2017)",
+    "3b1b": 'about 96% (3Blue1Brown, "Gradient descent, how neural networks learn", 2017)',
     "nielsen-30": "95.42% best epoch (Nielsen, Neural Networks and Deep Learning, ch. 1)",
     "nielsen-100": "96.59% best epoch (Nielsen, Neural Networks and Deep Learning, ch. 1)",
 }
 
 
-def preset_config(name: str, **overrides) -> TrainConfig:
-    """The TrainConfig of preset ``name``: TrainConfig's defaults, then the preset, then ``overrides``."""
+def preset_settings(name: str, **overrides) -> TrainingSettings:
+    """The settings of preset ``name``: the defaults, then the preset, then ``overrides``."""
     if name not in PRESETS:
         raise GdTorchError(f"unknown preset {name!r}; the presets are: {', '.join(PRESETS)}")
-    return dataclasses.replace(TrainConfig(**PRESETS[name]), **overrides)
+    return dataclasses.replace(TrainingSettings(**PRESETS[name]), **overrides)

@@ -9,26 +9,31 @@ INPUT_SIZE = 28 * 28
 OUTPUT_SIZE = 10
 
 
-def _pytorch_default(weight: Tensor, bias: Tensor, generator: torch.Generator):
-    # nn.Linear.reset_parameters: kaiming_uniform(a=√5) gives W ~ U(±1/√n_in); b ~ U(±1/√n_in).
+def _pytorch_default(weight: Tensor, bias: Tensor, generator: torch.Generator) -> None:
+    # nn.Linear.reset_parameters: kaiming_uniform(a=√5) gives W ~ U(±1/√n_in), b ~ U(±1/√n_in)
     bound = 1 / math.sqrt(weight.shape[1])
     weight.uniform_(-bound, bound, generator=generator)
     bias.uniform_(-bound, bound, generator=generator)
 
 
-def _nielsen(weight: Tensor, bias: Tensor, generator: torch.Generator):
+def _nielsen(weight: Tensor, bias: Tensor, generator: torch.Generator) -> None:
     # Nielsen chapter 1: every weight and bias ~ N(0, 1).
     weight.normal_(0, 1, generator=generator)
     bias.normal_(0, 1, generator=generator)
 
 
-def _nielsen_improved(weight: Tensor, bias: Tensor, generator: torch.Generator):
-    # Nielsen chapter 3: W ~ N(0, 1/n_in) keeps z = Wa + b small so σ does not saturate; b ~ N(0, 1).
+def _nielsen_improved(weight: Tensor, bias: Tensor, generator: torch.Generator) -> None:
+    # Nielsen chapter 3: W ~ N(0, 1/n_in) keeps z = Wa + b small, so σ does not saturate;
+    # b ~ N(0, 1)
     weight.normal_(0, 1 / math.sqrt(weight.shape[1]), generator=generator)
     bias.normal_(0, 1, generator=generator)
 
 
-INITIALIZATIONS = {"pytorch": _pytorch_default, "nielsen": _nielsen, "nielsen-improved": _nielsen_improved}
+INITIALIZATIONS = {
+    "pytorch": _pytorch_default,
+    "nielsen": _nielsen,
+    "nielsen-improved": _nielsen_improved,
+}
 
 
 class Network(nn.Module):
@@ -37,12 +42,21 @@ class Network(nn.Module):
     ``layers[l-1]`` holds W^l (n_l, n_{l-1}) as ``.weight`` and b^l (n_l,) as ``.bias``.
     """
 
-    def __init__(self, sizes=(INPUT_SIZE, 16, 16, OUTPUT_SIZE), init: str = "nielsen-improved",
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        sizes: tuple[int, ...] = (INPUT_SIZE, 16, 16, OUTPUT_SIZE),
+        init: str = "nielsen-improved",
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.sizes = tuple(sizes)
-        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(self.sizes, self.sizes[1:]))
-        self.initialize(init, generator if generator is not None else torch.Generator().manual_seed(0))
+        self.layers = nn.ModuleList(
+            nn.Linear(n_in, n_out, dtype=dtype) for n_in, n_out in zip(self.sizes, self.sizes[1:])
+        )
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        self.initialize(init, generator)
 
     @torch.no_grad()
     def initialize(self, init: str, generator: torch.Generator) -> None:

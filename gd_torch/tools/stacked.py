@@ -4,7 +4,7 @@
     b^l of copy k = layers[l-1].bias[k]       stacked (K, n_l)
 
 Names and layout are those of ``Network`` with one more dimension in front, so the manual twin
-(``gd_torch.manual``, through ``ENGINES["manual"]``) runs on it unchanged as batched matmuls,
+(``gd_torch.core.manual``, through ``ENGINES["manual"]``) runs on it unchanged as batched matmuls,
 and autograd runs the real ``Network.forward`` of every copy at once through
 ``torch.func.vmap`` + ``functional_call``. Copies never mix: copy k's weights enter only its
 own cost C_k, so ∂(Σ_j C_j)/∂W_k = ∂C_k/∂W_k.
@@ -16,9 +16,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from gd_torch.cost import cost
-from gd_torch.engines import ENGINES
-from gd_torch.model import Network
+from gd_torch.core import manual
+from gd_torch.core.cost import cost
+from gd_torch.core.data import Split
+from gd_torch.core.engines import ENGINES
+from gd_torch.core.evaluate import Metrics, totals
+from gd_torch.core.model import Network
 
 
 class StackedNetworks(nn.Module):
@@ -26,7 +29,9 @@ class StackedNetworks(nn.Module):
 
     def __init__(self, networks: list[Network]):
         super().__init__()
-        stacked, _ = stack_module_state(networks)  # {"layers.0.weight": (K, 16, 784), "layers.0.bias": (K, 16), ...}
+        stacked, _ = stack_module_state(
+            networks
+        )  # {"layers.0.weight": (K, 16, 784), "layers.0.bias": (K, 16), ...}
         self.layers = nn.ModuleList(nn.Module() for _ in networks[0].layers)
         for name, value in stacked.items():
             _, index, kind = name.split(".")
@@ -39,12 +44,16 @@ class StackedNetworks(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         network = self._structure[0]
-        return vmap(lambda weights, images: functional_call(network, weights, (images,)))(dict(self.named_parameters()), x)
+        return vmap(lambda weights, images: functional_call(network, weights, (images,)))(
+            dict(self.named_parameters()), x
+        )
 
     @torch.no_grad()
     def gradient_norms(self) -> Tensor:
         """‖∇C_k‖ over every weight and bias of copy k, for each k: (K,)."""
-        return torch.stack([weights.grad.flatten(start_dim=1).norm(dim=1) for weights in self.parameters()]).norm(dim=0)
+        return torch.stack(
+            [weights.grad.flatten(start_dim=1).norm(dim=1) for weights in self.parameters()]
+        ).norm(dim=0)
 
     @torch.no_grad()
     def copy_into(self, k: int, network: Network) -> Network:
@@ -55,7 +64,9 @@ class StackedNetworks(nn.Module):
         return network
 
 
-def autograd_gradients(stacked: StackedNetworks, images: Tensor, targets: Tensor, convention: str) -> Tensor:
+def autograd_gradients(
+    stacked: StackedNetworks, images: Tensor, targets: Tensor, convention: str
+) -> Tensor:
     """∇C_k of every copy by torch.autograd through the vmapped forward; returns the costs C_k, (K,)."""
     stacked.zero_grad(set_to_none=True)
     costs = cost(stacked(images), targets, convention)  # (K,)
@@ -67,22 +78,47 @@ def autograd_gradients(stacked: StackedNetworks, images: Tensor, targets: Tensor
 STACKED_ENGINES = {"manual": ENGINES["manual"], "autograd": autograd_gradients}
 
 
+@torch.inference_mode()
+def evaluate_copies(
+    stacked: StackedNetworks, split: Split, convention: str, batch_size: int = 10_000
+) -> list[Metrics]:
+    """``evaluate`` for each of K stacked networks, all at once: every copy sees the same digits,
+    so the first layer of all K is one (n, 784) x (784, K·16) matmul (``manual.weighted_input``),
+    not K skinny ones."""
+    total_costs, corrects = totals(
+        lambda images: manual.forward(stacked, images)[-1], split, convention, batch_size
+    )
+    return [
+        Metrics.of(total_cost, correct, len(split))
+        for total_cost, correct in zip(total_costs.tolist(), corrects.tolist())
+    ]
+
+
 @torch.no_grad()
 def sgd_step(stacked: StackedNetworks, learning_rates: Tensor, weight_decay: float) -> None:
-    """w_k ← w_k − η_k (∇C_k + λ w_k) for every copy k: torch.optim.SGD's step, with its own η_k per copy.
+    """w_k ← w_k − η_k (∇C_k + λ w_k) for every copy k: the arithmetic of torch.optim.SGD's step
+    without momentum, hand-written with torch's foreach operations, with its own η_k per copy.
 
-    SGD takes one η per parameter group and a group holds whole tensors, so it cannot give the
-    K slices of a stacked tensor different rates; the (K,) rates broadcast over each copy instead.
+    torch.optim.SGD takes one η per parameter group and a group holds whole tensors, so it cannot
+    give the K slices of a stacked tensor different rates; the (K,) rates broadcast instead.
     The update is taken as (1 − η_k λ) w_k − η_k ∇C_k, the same number, in two in-place passes over
     the weights without SGD's temporary ∇C + λw: at K = 16 the stacked weights (830 KB) no longer
     fit the fastest caches, and memory traffic is what this step costs.
     """
     layers = len(stacked.layers)
-    parameters = [layer.weight for layer in stacked.layers] + [layer.bias for layer in stacked.layers]
+    parameters = [layer.weight for layer in stacked.layers] + [
+        layer.bias for layer in stacked.layers
+    ]
 
-    def per_copy(values: Tensor) -> list[Tensor]:  # (K,) values broadcast over each copy's weights (K, 1, 1) and biases (K, 1)
+    def per_copy(
+        values: Tensor,
+    ) -> list[Tensor]:  # (K,) values broadcast over each copy's weights (K, 1, 1) and biases (K, 1)
         return [values.view(-1, 1, 1)] * layers + [values.view(-1, 1)] * layers
 
     if weight_decay:
-        torch._foreach_mul_(parameters, per_copy(1 - weight_decay * learning_rates))  # w_k ← (1 − η_k λ) w_k
-    torch._foreach_addcmul_(parameters, per_copy(learning_rates), [weights.grad for weights in parameters], value=-1)  # w_k ← w_k − η_k ∇C_k
+        torch._foreach_mul_(
+            parameters, per_copy(1 - weight_decay * learning_rates)
+        )  # w_k ← (1 − η_k λ) w_k
+    torch._foreach_addcmul_(
+        parameters, per_copy(learning_rates), [weights.grad for weights in parameters], value=-1
+    )  # w_k ← w_k − η_k ∇C_k

@@ -5,21 +5,25 @@ import platform
 import time
 from pathlib import Path
 
-from gd_torch.config import TrainConfig
-from gd_torch.errors import GdTorchError
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.settings import TrainingSettings
 
 
-def default_run_name(config: TrainConfig) -> str:
-    hidden = "-".join(map(str, config.hidden_sizes)) or "none"
-    return f"h{hidden}_{config.engine}_b{config.batch_size}_lr{config.learning_rate:g}_s{config.seed}" + ("_dry-run" if config.dry_run else "")
+def default_run_name(settings: TrainingSettings, dry_run: bool = False) -> str:
+    hidden = "-".join(map(str, settings.hidden_sizes)) or "none"
+    return (
+        f"h{hidden}_{settings.engine}_b{settings.batch_size}_lr{settings.learning_rate:g}"
+        f"_s{settings.seed}" + ("_dry-run" if dry_run else "")
+    )
 
 
-def create_run_directory(config: TrainConfig) -> Path:
-    """A new directory ``runs_dir/<YYYYmmdd-HHMMSS>_<name>``, never one that exists (a -2, -3 ... suffix is added)."""
-    parent = Path(config.runs_dir)
+def create_run_directory(runs_dir: str | Path, name: str) -> Path:
+    """A new directory ``runs_dir/<YYYYmmdd-HHMMSS>_<name>``, never one that exists (a -2, -3
+    ... suffix is added)."""
+    parent = Path(runs_dir)
     if parent.exists() and not parent.is_dir():
         raise GdTorchError(f"--runs-dir {parent} is a file, not a directory")
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{config.run_name or default_run_name(config)}"
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{name}"
     for attempt in range(1, 1000):
         path = parent / (stem if attempt == 1 else f"{stem}-{attempt}")
         try:
@@ -28,7 +32,9 @@ def create_run_directory(config: TrainConfig) -> Path:
         except FileExistsError:
             continue
         except OSError as error:
-            raise GdTorchError(f"cannot create the run directory {path}: {error.strerror}") from None
+            raise GdTorchError(
+                f"cannot create the run directory {path}: {error.strerror}"
+            ) from None
     raise GdTorchError(f"could not find a free run directory name for {parent / stem}")
 
 

@@ -1,0 +1,116 @@
+"""MNIST as in-memory tensors, and the shuffled mini-batches of stochastic gradient descent."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gd_torch.core.cost import one_hot
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.mnist_files import check_files, raw_folder, where_files_go
+
+
+def activations(pixels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Pixel values 0..255 (uint8) -> the network's input activations in [0, 1]."""
+    return pixels.to(dtype) / 255
+
+
+@dataclass
+class Split:
+    """One part of MNIST: images (N, 784) float in [0, 1], labels (N,) int64, one-hot targets (N, 10).
+
+    ``pixels`` holds the same images as read, (N, 784) uint8 0..255, when they came from MNIST's
+    files: --compile gathers its mini-batches from them, a quarter of the bytes of ``images``.
+    """
+
+    images: Tensor
+    labels: Tensor
+    pixels: Tensor | None = None
+
+    def __post_init__(self):
+        self.targets = one_hot(self.labels, self.images.dtype)
+
+    @classmethod
+    def from_pixels(
+        cls, pixels: Tensor, labels: Tensor, dtype: torch.dtype = torch.float32
+    ) -> "Split":
+        return cls(activations(pixels, dtype), labels, pixels)
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, rows: slice | Tensor) -> "Split":
+        """``split[:1000]``: the examples in ``rows``."""
+        return Split(
+            self.images[rows], self.labels[rows], None if self.pixels is None else self.pixels[rows]
+        )
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Split":
+        """On ``device``, with the images (and targets) as ``dtype`` when given."""
+        pixels = None if self.pixels is None else self.pixels.to(device)
+        if dtype is not None and pixels is not None and self.images.dtype != dtype:
+            return Split(
+                activations(pixels, dtype), self.labels.to(device), pixels
+            )  # exact in any dtype
+        return Split(self.images.to(device, dtype), self.labels.to(device), pixels)
+
+
+@dataclass
+class Mnist:
+    train: Split
+    test: Split
+    validation: Split | None = None
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Mnist":
+        validation = None if self.validation is None else self.validation.to(device, dtype)
+        return Mnist(self.train.to(device, dtype), self.test.to(device, dtype), validation)
+
+    def head(self, count: int) -> "Mnist":
+        """The first ``count`` examples of each split (``--dry-run``)."""
+        validation = None if self.validation is None else self.validation[:count]
+        return Mnist(self.train[:count], self.test[:count], validation)
+
+
+def _read(root: str, train: bool, download: bool) -> Split:
+    import torchvision  # imported here: it takes a second, and most commands never need it
+
+    try:
+        dataset = torchvision.datasets.MNIST(root, train=train, download=download)
+    except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ... when it cannot get the files
+        reason = (
+            "could not be downloaded" if download else "is not there and --no-download was given"
+        )
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise GdTorchError(
+            f"MNIST {reason} ({detail}): {where_files_go(root)}, or set --data-root / GD_TORCH_DATA"
+        ) from None
+    return Split.from_pixels(
+        dataset.data.reshape(len(dataset.data), 28 * 28), dataset.targets.long()
+    )
+
+
+def load_mnist(root: str, download: bool = True, validation_size: int = 0) -> Mnist:
+    """The 60,000 training and 10,000 test digits; the last ``validation_size`` training images
+    are held out as a validation set (Nielsen uses 10,000, leaving 50,000 to train on)."""
+    if raw_folder(root).exists() or not download:
+        check_files(root, missing_ok=download)
+    train, test = _read(root, True, download), _read(root, False, download)
+    if validation_size >= len(train):
+        raise GdTorchError(
+            f"--validation-size {validation_size} leaves no training images (there are {len(train)})"
+        )
+    if validation_size == 0:
+        return Mnist(train, test)
+    keep = len(train) - validation_size
+    return Mnist(train[:keep], test, train[keep:])
+
+
+def shuffled_batches(
+    num_examples: int, batch_size: int, generator: torch.Generator
+) -> tuple[Tensor, ...]:
+    """One epoch of SGD: a fresh random order of all examples cut into mini-batches of indices.
+
+    Every example is visited exactly once; the last batch is smaller when batch_size does not
+    divide num_examples.
+    """
+    return torch.randperm(num_examples, generator=generator).split(batch_size)

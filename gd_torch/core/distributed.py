@@ -1,0 +1,88 @@
+"""Data-parallel SGD with torchrun: one model, every process computing ∇C on its shard of each mini-batch.
+
+    torchrun --nproc_per_node=2 -m gd_torch train --epochs 30             # 2 processes here
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d \\
+             --rdzv-endpoint=HOST:29500 --rdzv-id=mnist -m gd_torch train   # on each of 2 machines
+
+Every rank runs the same ``train`` loop (gd_torch.core.loop); only rank 0 prints, logs and
+checkpoints. Every rank draws the same initial weights and the same batch order (same seed),
+so all hold the same global mini-batch B; rank r takes the disjoint shard B_r
+(``tensor_split``: sizes differ by at most one, and a shard is empty when |B| < world size).
+The engine gives the mean gradient over the shard, ∇C_r = (1/|B_r|) Σ_{x∈B_r} ∇C_x, and the
+all-reduce sums
+
+    Σ_r (|B_r|/|B|) ∇C_r = (1/|B|) Σ_{x∈B} ∇C_x = ∇C,
+
+the single-process gradient of the whole batch, also for the smaller last batch. Every rank
+then takes the same SGD step, so the weights stay identical, and so do the costs the guard
+checks: a diverging run stops on every rank at the same step. Requests to stop (Ctrl-C,
+SIGTERM, a callback, --time-budget) are agreed with ``any_rank``, so all ranks stop together.
+"""
+
+import atexit
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ
+
+
+def start(device: torch.device) -> torch.device:
+    """Join torchrun's process group (gloo on CPU, nccl on CUDA) when launched by it; returns
+    this rank's device."""
+    if not launched_by_torchrun() or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(dist.destroy_process_group)
+    return device
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_leader() -> bool:
+    """Rank 0, or the only process (also before the process group is joined)."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank; every rank must call it at the same point."""
+    vote = torch.tensor([float(flag)])
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
+
+
+def data_parallel(compute_gradients):
+    """The engine (from ENGINES) on this rank's shard of the batch, its .grad and cost
+    all-reduced to the whole batch's. Only for world size > 1."""
+    rank, size = dist.get_rank(), dist.get_world_size()
+
+    def compute_shard_gradients(network, images, targets, convention):
+        shard = torch.arange(len(images), device=images.device).tensor_split(size)[rank]  # B_r
+        parameters = list(network.parameters())
+        if len(shard) == 0:  # nothing to average: this rank adds zeros
+            batch_cost = torch.zeros((), device=images.device, dtype=images.dtype)
+            for parameter in parameters:
+                parameter.grad = torch.zeros_like(parameter)
+        else:
+            batch_cost = compute_gradients(network, images[shard], targets[shard], convention)
+        weight = len(shard) / len(images)  # |B_r| / |B|
+        message = torch.cat([p.grad.flatten() for p in parameters] + [batch_cost.reshape(1)])
+        message *= weight
+        dist.all_reduce(message)  # Σ_r (|B_r|/|B|) (∇C_r, C_r) = (∇C, C) of the whole batch
+        for parameter, gradient in zip(
+            parameters, message[:-1].split([p.numel() for p in parameters])
+        ):
+            parameter.grad = gradient.view_as(parameter)
+        return message[-1]
+
+    return compute_shard_gradients

@@ -1,0 +1,370 @@
+"""Stochastic gradient descent: w ← w − η ∇C, one shuffled mini-batch at a time.
+
+    gd-torch train --epochs 30 --data-root ../shared/mnist      # the console script
+    torchrun --nproc_per_node=2 -m gd_torch train --epochs 30    # data-parallel, the same loop
+    gd-torch train --resume runs/<run>                           # continue a stopped run
+    tensorboard --logdir runs                                    # watch it learn
+
+``train_one_epoch`` is the reference loop, as pytorch/examples and Nielsen's
+``update_mini_batch`` write it. ``train`` runs it epoch after epoch, with evaluation,
+checkpoints, stopping and callbacks; with --compile it runs the same steps through the fast
+path instead (gd_torch.core.compiled), chosen once when the run starts.
+"""
+
+import functools
+import io
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import torch
+from torch import Tensor
+
+from gd_torch.core import compiled, distributed
+from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
+from gd_torch.core.data import Mnist, Split, load_mnist, shuffled_batches
+from gd_torch.core.engines import ENGINES
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.evaluate import evaluate, measure
+from gd_torch.core.guard import Diverged, RunGuard
+from gd_torch.core.model import Network
+from gd_torch.core.resume import Progress, load_resumable, restore
+from gd_torch.core.run import Callback, Run
+from gd_torch.core.run_dir import (
+    create_run_directory,
+    default_run_name,
+    library_versions,
+    write_json,
+)
+from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
+
+DRY_RUN_EXAMPLES = 1_000
+OptimizerFactory = Callable[[Network], torch.optim.Optimizer]
+
+
+def train_one_epoch(
+    network: Network,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    batches: Sequence[Tensor],
+    compute_gradients=ENGINES["manual"],
+    cost: str = "quadratic",
+    finish_step: Callable[[Tensor], bool] | None = None,
+) -> None:
+    """One pass of SGD over ``train``, one step per mini-batch of indices in ``batches``.
+
+    ``finish_step(batch_cost)`` (``Run.finish_step`` in ``train``) counts, checks and logs the
+    step, and returns True to stop early.
+    """
+    for indices in batches:
+        images, targets = train.images[indices], train.targets[indices]  # (B, 784), (B, 10)
+        batch_cost = compute_gradients(network, images, targets, cost)  # ∇C into every .grad
+        optimizer.step()  # w ← w − η ∇C (torch.optim.SGD adds λw to ∇C first)
+        if finish_step is not None and finish_step(batch_cost):
+            return
+
+
+def epoch_function(
+    run: Run, compute_gradients=ENGINES["manual"]
+) -> Callable[[Sequence[Tensor]], None]:
+    """batches -> None: the epoch of SGD steps this run takes, chosen once when it starts."""
+    if run.options.compile:  # the fast path: the same steps, 16 to one compiled call
+        return compiled.epoch_function(run)
+    return functools.partial(
+        train_one_epoch,
+        run.network,
+        run.optimizer,
+        run.data.train,  # the reference
+        compute_gradients=compute_gradients,
+        cost=run.settings.cost,
+        finish_step=run.finish_step,
+    )
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path | None  # None when nothing was written (runs_dir=None, or not rank 0)
+    network: Network
+    optimizer: torch.optim.Optimizer
+    history: list[dict] = field(default_factory=list)  # one dict of epoch metrics per epoch
+    best_accuracy: float = 0.0
+    best_by: str = "test_accuracy"  # or validation_accuracy, when there is a validation set
+    stopped: str | None = None  # why it ended before its last epoch (a callback, the budget)
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device must exist."""
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    if name == "auto":
+        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
+    if not available[name]:
+        raise GdTorchError(f"--device {name} is not available on this machine")
+    return torch.device(name)
+
+
+def seeded_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """(initial weights, batch order): two independent streams, disjoint across seeds."""
+    return torch.Generator().manual_seed(2 * seed), torch.Generator().manual_seed(2 * seed + 1)
+
+
+def prepare_data(
+    settings: TrainingSettings, options: RunOptions, device: torch.device, data: Mnist | None = None
+) -> Mnist:
+    """MNIST (or the given data) as the settings say: validation held out, on the device, in
+    the settings' dtype; the first 1,000 of each split for a dry run."""
+    if data is None:
+        data = load_mnist(options.data_root, options.download, settings.validation_size)
+    elif (0 if data.validation is None else len(data.validation)) != settings.validation_size:
+        held_out = 0 if data.validation is None else len(data.validation)
+        raise GdTorchError(
+            f"--validation-size {settings.validation_size}, but the data given "
+            f"holds {held_out} validation images"
+        )
+    if options.dry_run:
+        data = data.head(DRY_RUN_EXAMPLES)
+    if settings.batch_size > len(data.train):
+        raise GdTorchError(
+            f"--batch-size {settings.batch_size} is larger than the "
+            f"{len(data.train)} training images"
+        )
+    return data.to(device, settings.torch_dtype)
+
+
+def sgd(settings: TrainingSettings) -> OptimizerFactory:
+    """torch.optim.SGD with the settings' η, momentum, Nesterov and weight decay.
+
+    Without momentum, ``fused=True``: the same arithmetic, bit for bit, as the default
+    per-tensor loop, in one kernel for all six tensors, which on this small network halves the
+    cost of a step(). With momentum the fused kernel rounds differently, so SGD's default runs.
+    """
+
+    def optimizer(network: Network) -> torch.optim.Optimizer:
+        on_fused_device = next(network.parameters()).device.type in ("cpu", "cuda")
+        fused = (on_fused_device and not settings.momentum) or None
+        return torch.optim.SGD(
+            network.parameters(),
+            lr=settings.learning_rate,
+            momentum=settings.momentum,
+            nesterov=settings.nesterov,
+            weight_decay=settings.weight_decay,
+            fused=fused,
+        )
+
+    return optimizer
+
+
+def set_learning_rate(
+    optimizer: torch.optim.Optimizer, settings: TrainingSettings, epoch: int
+) -> None:
+    """η of each parameter group for ``epoch``: its initial η times the schedule's factor."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])  # as torch.optim.lr_scheduler keeps it
+        group["lr"] = group["initial_lr"] * settings.schedule_factor(epoch)
+
+
+def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    line = (
+        f"epoch {epoch:>{len(str(epochs))}}/{epochs}  train cost {metrics['train_cost']:.4f}"
+        f"  test cost {metrics['test_cost']:.4f}"
+    )
+    if "validation_accuracy" in metrics:
+        line += f"  validation accuracy {100 * metrics['validation_accuracy']:.2f}%"
+    return (
+        line + f"  test accuracy {100 * metrics['test_accuracy']:.2f}%  {metrics['seconds']:.2f} s"
+    )
+
+
+def train(
+    settings: TrainingSettings | None = None,
+    options: RunOptions | None = None,
+    *,
+    data: Mnist | None = None,
+    network: Network | None = None,
+    optimizer: OptimizerFactory | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: str | Path | None = None,
+    out: IO[str] | None = None,
+) -> TrainResult:
+    """Train one network as the settings say; returns it trained, with its per-epoch metrics.
+
+    ``data``, ``network`` and ``optimizer`` (a function of the network) replace MNIST from
+    ``options.data_root``, a fresh ``Network`` and ``sgd(settings)``. ``resume`` (a run directory
+    or checkpoint) continues that run in its own directory. With ``options.runs_dir`` None
+    nothing is written. Under torchrun every rank runs this; only rank 0 prints and writes.
+    """
+    settings, options = settings or TrainingSettings(), options or RunOptions()
+    torch.set_num_threads(options.threads)
+    if distributed.launched_by_torchrun() and options.compile:
+        raise GdTorchError(
+            "--compile is not supported under torchrun: a compiled step holds "
+            "the update, and data parallelism all-reduces ∇C before it"
+        )
+    device = distributed.start(resolve_device(options.device))
+    leader = distributed.is_leader()
+    if not leader:
+        out = io.StringIO()  # only rank 0 prints
+    out = out or sys.stdout
+    resumed_dir, checkpoint = load_resumable(resume, settings, options) if resume else (None, None)
+    data = prepare_data(settings, options, device, data)
+    init_generator, order_generator = seeded_generators(settings.seed)
+    if network is None:
+        network = Network(settings.layer_sizes, settings.init, init_generator, settings.torch_dtype)
+    elif network.sizes != settings.layer_sizes:
+        raise GdTorchError(
+            f"the network given is {network.sizes}, the settings say {settings.layer_sizes}"
+        )
+    network = network.to(device, settings.torch_dtype)
+    optimizer = (optimizer or sgd(settings))(network)
+    compute_gradients = ENGINES[settings.engine]
+    if distributed.world_size() > 1:  # each rank takes its shard; ∇C is all-reduced
+        compute_gradients = distributed.data_parallel(compute_gradients)
+    done = restore(checkpoint, network, optimizer, order_generator) if checkpoint else Progress()
+
+    run_dir = None
+    if leader and options.runs_dir is not None:
+        run_dir = resumed_dir or create_run_directory(
+            options.runs_dir, options.run_name or default_run_name(settings, options.dry_run)
+        )
+        write_json(
+            run_dir / "config.json", {"settings": to_dict(settings), "options": to_dict(options)}
+        )
+        write_json(run_dir / "versions.json", library_versions() | {"device": str(device)})
+    epochs = 1 if options.dry_run else settings.epochs
+    guard = RunGuard(settings, options.log_every, device, run_dir)
+    run = Run(
+        settings,
+        options,
+        network,
+        optimizer,
+        data,
+        device,
+        run_dir,
+        guard,
+        list(callbacks),
+        epoch=done.epoch,
+        step=done.step,
+        first_step=done.step,
+        history=done.history,
+    )
+    best_by = run.best_by
+    run_epoch = epoch_function(run, compute_gradients)
+    print(
+        f"gd-torch train: {'-'.join(map(str, settings.layer_sizes))} network, "
+        f"{sum(p.numel() for p in network.parameters()):,} weights and biases, "
+        f"{len(data.train):,} training images, device {device}, run {run_dir or '(none written)'}\n"
+        f"{describe(settings, options)}",
+        file=out,
+        flush=True,
+    )
+    if checkpoint:
+        print(f"resuming after epoch {done.epoch}, step {done.step}", file=out, flush=True)
+
+    result = TrainResult(run_dir, network, optimizer, run.history, done.best_accuracy, best_by)
+    skip = done.batches_done
+    sgd_seconds = done.history[-1]["sgd_seconds"] if done.history else 0.0  # for --time-budget
+
+    def save(name: str, epoch: int, order_state: Tensor, batches_done: int) -> None:
+        if run_dir is not None:
+            save_checkpoint(
+                run_dir / name,
+                training_checkpoint(
+                    network,
+                    optimizer,
+                    settings,
+                    options,
+                    epoch=epoch,
+                    step=run.step,
+                    batch_order_state=order_state,
+                    batches_done=batches_done,
+                    best_accuracy=result.best_accuracy,
+                    best_by=best_by,
+                    history=run.history,
+                ),
+            )
+
+    with guard:
+        try:
+            run.notify("on_run_start")
+            for epoch in range(done.epoch + 1, epochs + 1):
+                started = time.perf_counter()
+                run.epoch = guard.epoch = epoch
+                set_learning_rate(optimizer, settings, epoch)
+                order_state = order_generator.get_state()  # what a mid-epoch checkpoint needs
+                batches = shuffled_batches(len(data.train), settings.batch_size, order_generator)[
+                    skip:
+                ]
+                epoch_start, run.batches, skip = run.step - skip, len(batches), 0
+                run.notify("on_epoch_start")
+                run_epoch(batches)
+                sgd_seconds += time.perf_counter() - started
+                if run.should_stop():  # Ctrl-C, SIGTERM or a callback, mid-epoch
+                    save("last.pt", epoch - 1, order_state, run.step - epoch_start)
+                    if guard.stop_signal is not None:
+                        raise guard.interrupted(run.step, run.step - epoch_start)
+                    break
+                metrics = measure(lambda split: [evaluate(network, split, settings.cost)], data)[0]
+                metrics |= {
+                    "seconds": time.perf_counter() - started,
+                    "sgd_seconds": sgd_seconds,
+                    "learning_rate": settings.learning_rate_at(epoch),
+                }
+                guard.check_epoch(run.step, metrics["train_cost"], network)
+                improved = metrics[best_by] >= result.best_accuracy
+                result.best_accuracy = max(result.best_accuracy, metrics[best_by])
+                run.history.append({"epoch": epoch, "step": run.step} | metrics)
+                print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
+                run.notify("on_epoch_end")
+                out_of_time = bool(options.time_budget) and sgd_seconds >= options.time_budget
+                if distributed.world_size() > 1:
+                    out_of_time = distributed.any_rank(out_of_time)  # rank 0's clock may differ
+                stopping = run.should_stop() or out_of_time
+                order_state = order_generator.get_state()
+                if epoch % options.checkpoint_every == 0 or epoch == epochs or stopping:
+                    save("last.pt", epoch, order_state, 0)
+                if improved:
+                    save("best.pt", epoch, order_state, 0)
+                if guard.stop_signal is not None and stopping:
+                    raise guard.interrupted(run.step, 0)
+                if stopping:
+                    run.stop("the time budget" if out_of_time else "a callback asked to stop")
+                    break
+            result.stopped = run.stop_reason
+            run.outcome = "stopped" if run.stop_reason else "finished"
+        except BaseException as error:
+            run.outcome = (
+                "interrupted"
+                if guard.stop_signal is not None
+                else "diverged"
+                if isinstance(error, Diverged)
+                else "failed"
+            )
+            raise
+        finally:
+            run.notify("on_run_end")
+    saved = f"run saved in {run_dir}" if run_dir else "nothing written"
+    if not run.history:
+        print(
+            f"stopped ({result.stopped}) in epoch 1, before any evaluation; {saved}",
+            file=out,
+            flush=True,
+        )
+        return result
+    stopped = f"stopped early ({result.stopped}); " if result.stopped else ""
+    print(
+        f"{stopped}final test accuracy {100 * result.final['test_accuracy']:.2f}% "
+        f"(best {best_by.replace('_', ' ')} {100 * result.best_accuracy:.2f}%); {saved}",
+        file=out,
+        flush=True,
+    )
+    return result

@@ -1,0 +1,145 @@
+"""A run in progress, as the training loop and its callbacks see it.
+
+    class StopAtNinety(gd_torch.Callback):
+        def on_epoch_end(self, run):
+            if run.metrics["test_accuracy"] >= 0.9:
+                run.stop("reached 90%")            # the run ends cleanly, with a checkpoint
+
+    gd_torch.train(settings, options, callbacks=[StopAtNinety()])
+
+Callbacks run on every rank under torchrun (only rank 0 has a ``run_dir``). A stop asked for
+in ``on_step_end`` takes effect after that step (under torchrun: at the next multiple of
+--log-every, where the ranks agree); with --compile the step callbacks of a compiled call run
+after its 16 steps, one per step, while the network already holds the weights after the last.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from gd_torch.core import distributed
+from gd_torch.core.data import Mnist
+from gd_torch.core.guard import RunGuard
+from gd_torch.core.model import Network
+from gd_torch.core.settings import RunOptions, TrainingSettings
+
+
+class Callback:
+    """Hooks into the training loop; override the ones you need. Each receives the ``Run``."""
+
+    def on_run_start(self, run: "Run") -> None:
+        """Before the first step (of a resumed run: before its first new step)."""
+
+    def on_epoch_start(self, run: "Run") -> None:
+        """After η is set for ``run.epoch``; ``run.batches`` steps follow."""
+
+    def on_step_end(self, run: "Run") -> None:
+        """After each SGD step: ``run.step``, ``run.batch_cost``, ``run.gradient_norm()``."""
+
+    def on_epoch_end(self, run: "Run") -> None:
+        """After the epoch's evaluation: ``run.metrics``, before its checkpoint is written."""
+
+    def on_run_end(self, run: "Run") -> None:
+        """Always, last: ``run.outcome`` is finished, stopped, interrupted or diverged."""
+
+
+@dataclass
+class Run:
+    """The state of one training run: what it trains, how far it is, and whether to stop."""
+
+    settings: TrainingSettings
+    options: RunOptions
+    network: Network
+    optimizer: torch.optim.Optimizer
+    data: Mnist
+    device: torch.device
+    run_dir: Path | None  # where checkpoints and logs go; None on other ranks and from Python
+    guard: RunGuard
+    callbacks: list[Callback] = field(default_factory=list)
+    epoch: int = 0  # the epoch in progress (1-based), or the last one finished
+    step: int = 0  # SGD steps taken
+    first_step: int = 0  # the step this process started from: > 0 when resumed
+    batches: int = 0  # mini-batches in this epoch (fewer when resumed mid-epoch)
+    batch_cost: Tensor | None = None  # the last step's mini-batch cost C, before its update
+    history: list[dict] = field(default_factory=list)  # one dict of metrics per finished epoch
+    stop_reason: str | None = None
+    outcome: str = "running"
+    _gradient_norm: Tensor | None = None
+
+    @property
+    def metrics(self) -> dict:
+        """The last finished epoch's metrics (train/test/validation cost and accuracy, ...)."""
+        return self.history[-1] if self.history else {}
+
+    @property
+    def best_by(self) -> str:
+        """What best.pt is chosen on: validation accuracy when there is a validation set (the
+        test set would then be tuned on), else test accuracy, as Nielsen reports it."""
+        return "test_accuracy" if self.data.validation is None else "validation_accuracy"
+
+    @property
+    def resumed(self) -> bool:
+        return self.first_step > 0
+
+    def gradient_norm(self) -> Tensor:
+        """‖∇C‖ of the last step: from the fast path when it gave one, else from each .grad."""
+        if self._gradient_norm is not None:
+            return self._gradient_norm
+        return gradient_norm([p.grad for p in self.network.parameters() if p.grad is not None])
+
+    def stop(self, reason: str = "a callback asked to stop") -> None:
+        """End the run cleanly after this step (or epoch), with a resumable checkpoint."""
+        self.stop_reason = self.stop_reason or reason
+
+    def finish_step(self, batch_cost: Tensor, gradient_norm: Tensor | None = None) -> bool:
+        """Count the step, check it, run the step callbacks; True when the run should stop."""
+        self.step += 1
+        self.batch_cost, self._gradient_norm = batch_cost, gradient_norm
+        self.guard.check_step(self.step, batch_cost, self.network)  # NaN or inf: raises Diverged
+        for callback in self.callbacks:
+            callback.on_step_end(self)
+        return self.should_stop(every=self.options.log_every)
+
+    def should_stop(self, every: int = 1) -> bool:
+        """A signal or a callback asked to stop. Under torchrun the ranks agree, every ``every``
+        steps, so that all stop after the same step (their all-reduces stay paired)."""
+        asked = self.stop_reason is not None or self.guard.stop_signal is not None
+        if distributed.world_size() == 1:
+            return asked
+        return self.step % every == 0 and distributed.any_rank(asked)
+
+    def notify(self, event: str) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self)
+
+
+def gradient_norm(gradients: list[Tensor]) -> Tensor:
+    """‖∇C‖ = √(Σ_l ‖∂C/∂W^l‖² + ‖∂C/∂b^l‖²), over every weight matrix and bias vector."""
+    return torch.stack([gradient.norm() for gradient in gradients]).norm()
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch on stderr (``gd-torch train`` shows it on a terminal)."""
+
+    def __init__(self):
+        self.bar: tqdm | None = None
+
+    def on_epoch_start(self, run: Run) -> None:
+        self.bar = tqdm(total=run.batches, leave=False, unit="batch")
+
+    def on_step_end(self, run: Run) -> None:
+        self.bar.update()
+
+    def on_epoch_end(self, run: Run) -> None:
+        self.close()
+
+    def on_run_end(self, run: Run) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,1 @@
+"""What a run shows in TensorBoard: the ``TensorBoard`` callback and the ``TrainingLog`` writer."""

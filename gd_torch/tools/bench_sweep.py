@@ -1,0 +1,143 @@
+"""How much a batched sweep saves, and what torchrun costs: ``gd-torch bench --sweep``.
+
+1. K seeds of the default run trained one after another (``train``, K times) versus as one
+   batched sweep (``sweep``), both with their full per-epoch evaluation, TensorBoard logs and
+   checkpoints, on the first --train-images training images and a sixth as many test images (the
+   6:1 of MNIST, so evaluation weighs as much as in a default epoch) to keep it short; also the
+   largest weight and test-accuracy differences between the two (rounding level for ~1,000 steps;
+   SGD is chaotic, so over many thousands of steps any rounding difference grows).
+2. ``torchrun --nproc_per_node=1`` and ``=2``: one epoch of all 60,000 images, wall time of the
+   whole command (start-up included) and the time of the epoch itself (training + evaluation).
+"""
+
+import dataclasses
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gd_torch.api import train
+from gd_torch.core.data import Mnist, load_mnist
+from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.tools.sweep import sweep
+
+
+def time_sequential_and_sweep(
+    base: TrainingSettings, options: RunOptions, data: Mnist, copies: int
+) -> tuple[float, float, float, float]:
+    """(seconds for ``copies`` seeds one after another, seconds for one sweep of them,
+    max |w_sweep − w_alone| over all weights, max |test accuracy difference|)."""
+    started = time.perf_counter()
+    alone = [
+        train(dataclasses.replace(base, seed=seed), options, data=data, out=io.StringIO())
+        for seed in range(copies)
+    ]
+    sequential = time.perf_counter() - started
+    started = time.perf_counter()
+    swept = sweep(base, options, range(copies), data=data, out=io.StringIO())
+    batched = time.perf_counter() - started
+    weights = max(
+        (a - b).abs().max().item()
+        for x, y in zip(alone, swept.networks)
+        for a, b in zip(x.network.parameters(), y.parameters())
+    )
+    accuracy = max(
+        abs(x.final["test_accuracy"] - final["test_accuracy"])
+        for x, final in zip(alone, swept.finals)
+    )
+    return sequential, batched, weights, accuracy
+
+
+def time_torchrun(processes: int, data_root: str, runs_dir: str) -> tuple[float, float]:
+    """(wall seconds of the torchrun command, seconds of its one epoch as train prints them)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        "-m",
+        "gd_torch",
+        "train",
+        "--data-root",
+        data_root,
+        "--no-download",
+        "--epochs",
+        "1",
+        "--runs-dir",
+        runs_dir,
+    ]
+    started = time.perf_counter()
+    finished = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    wall = time.perf_counter() - started
+    if finished.returncode != 0:
+        raise RuntimeError(f"torchrun failed:\n{finished.stderr[-2000:]}")
+    return wall, float(
+        re.search(r"^epoch 1/1 .* ([\d.]+) s$", finished.stdout, re.MULTILINE).group(1)
+    )
+
+
+def bench_sweep(
+    data_root: str,
+    copies=(1, 4, 16, 64),
+    train_images: int = 10_000,
+    epochs: int = 1,
+    out=sys.stdout,
+) -> None:
+    torch.set_num_threads(1)
+    full = load_mnist(data_root, download=False)
+    data = Mnist(
+        full.train[:train_images], full.test[: train_images // 6]
+    )  # MNIST's 6:1, as in a default epoch
+    print(
+        f"gd-torch bench --sweep: default 784-16-16-10 network, manual engine, batch 10, {epochs} epoch(s) on the first "
+        f"{train_images:,} training and {train_images // 6:,} test images (both evaluated each epoch; TensorBoard images off in "
+        f"both, a fixed cost per copy that batching cannot share), 1 thread, "
+        f"{os.cpu_count()} CPU cores",
+        file=out,
+        flush=True,
+    )
+    print(
+        "\n| K seeds | one after another | one batched sweep | speed-up | max weight difference | max test accuracy difference |\n"
+        "|---:|---:|---:|---:|---:|---:|",
+        file=out,
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as runs_dir:
+        base = TrainingSettings(epochs=epochs)
+        options = RunOptions(data_root=data_root, download=False, runs_dir=runs_dir, image_every=0)
+        for count in copies:
+            sequential, batched, weights, accuracy = time_sequential_and_sweep(
+                base, options, data, count
+            )
+            print(
+                f"| {count} | {sequential:.1f} s | {batched:.1f} s | {sequential / batched:.1f}x | {weights:.1e} | {100 * accuracy:.2f}% |",
+                file=out,
+                flush=True,
+            )
+        print(
+            "\ntorchrun, one epoch of 60,000 images (batch 10 split across the processes), gloo on CPU:\n\n"
+            "| processes | wall time (with start-up) | epoch (train + evaluate) |\n|---:|---:|---:|",
+            file=out,
+            flush=True,
+        )
+        for processes in (1, 2):
+            wall, epoch = time_torchrun(processes, data_root, runs_dir)
+            print(f"| {processes} | {wall:.1f} s | {epoch:.1f} s |", file=out, flush=True)
