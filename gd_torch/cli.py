@@ -156,7 +156,8 @@ def _check_data(arguments) -> None:
         print(f"  {file.name:<24} {path.stat().st_size:>11,} bytes  {status}")
     if problems:
         raise GdTorchError(
-            f"{problems} of the 4 MNIST files are missing or broken: {where_files_go(arguments.data_root)}"
+            f"{problems} of the 4 MNIST files are missing or broken: "
+            f"{where_files_go(arguments.data_root)}"
         )
     print(
         "all four files are present and sound"
@@ -223,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        help="seconds per epoch of both engines against the tutorial pipeline and the arithmetic floor; --sweep: batched sweeps and torchrun",
+        help="seconds per epoch of both engines against the tutorial pipeline and the "
+        "arithmetic floor; --sweep: batched sweeps and torchrun",
     )
     bench.add_argument(
         "--data-root",
@@ -363,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser(
         "reproduce",
-        help="train named configurations over several seeds and tabulate them beside the published numbers",
+        help="train named configurations over several seeds and tabulate them beside the "
+        "published numbers",
     )
     add_reproduce_arguments(reproduce)
     reproduce.set_defaults(run=run_reproduce)

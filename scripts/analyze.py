@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""`gd-torch analyze` from a checkout, installed or not: python scripts/analyze.py runs/<run>/last.pt"""
+"""`gd-torch analyze` from a checkout, installed or not:
+
+python scripts/analyze.py runs/<run>/last.pt
+"""
 
 import sys
 from pathlib import Path

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""`gd-torch bench` from a checkout, installed or not: python scripts/bench.py --batch-sizes 10 100"""
+"""`gd-torch bench` from a checkout, installed or not:
+
+python scripts/bench.py --batch-sizes 10 100
+"""
 
 import sys
 from pathlib import Path

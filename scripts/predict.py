@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""`gd-torch predict` from a checkout, installed or not: python scripts/predict.py runs/<run>/last.pt my-digit.png --show"""
+"""`gd-torch predict` from a checkout, installed or not:
+
+python scripts/predict.py runs/<run>/last.pt my-digit.png --show
+"""
 
 import sys
 from pathlib import Path

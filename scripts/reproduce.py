@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""`gd-torch reproduce` from a checkout, installed or not: python scripts/reproduce.py --data-root ../shared/mnist"""
+"""`gd-torch reproduce` from a checkout, installed or not:
+
+python scripts/reproduce.py --data-root ../shared/mnist
+"""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The search behind TrainConfig's defaults: which settings take 784-16-16-10 to 96%?
+"""The search behind TrainingSettings' defaults: which settings take 784-16-16-10 to 96%?
 
 Sigmoid everywhere, the quadratic cost and torch.optim.SGD (no momentum) stay fixed; the
 search varies learning rate, schedule, epochs, batch size, init and L2 weight decay. Every
@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gd_torch.api import train  # noqa: E402
 from gd_torch.core.data import load_mnist  # noqa: E402
-from gd_torch.core.loop import train  # noqa: E402
-from gd_torch.core.settings import TrainConfig, default_data_root  # noqa: E402
+from gd_torch.core.settings import RunOptions, TrainingSettings, default_data_root  # noqa: E402
 
 VALIDATION_SIZE = 10_000
 BASELINE = dict(
@@ -69,7 +69,8 @@ STAGES = {
         ],
         [0],
     ),
-    # the batch size at the same η/batch (so the same steps per example and the same decay per epoch)
+    # the batch size at the same η/batch (so the same steps per example and the same decay per
+    # epoch)
     "5": (
         [
             dict(learning_rate=6.0, lr_schedule="cosine", weight_decay=6e-5, batch_size=20),
@@ -99,15 +100,14 @@ def run_stage(stage: str, data_root: str, log_path: Path, runs_dir: str, engine:
             key = candidate_key(overrides, seed)
             if key in done:
                 continue
-            config = TrainConfig(
+            settings = TrainingSettings(
                 **(BASELINE | overrides),
                 seed=seed,
                 engine=engine,
-                data_root=data_root,
                 validation_size=VALIDATION_SIZE,
-                runs_dir=runs_dir,
             )
-            result = train(config, data=data, out=io.StringIO())
+            options = RunOptions(data_root=data_root, runs_dir=runs_dir)
+            result = train(settings, options, data=data, out=io.StringIO())
             history = result.history
             record = {
                 "key": key,
@@ -123,20 +123,24 @@ def run_stage(stage: str, data_root: str, log_path: Path, runs_dir: str, engine:
             with log_path.open("a") as log:
                 log.write(json.dumps(record) + "\n")
             print(
-                f"stage {stage} seed {seed} {overrides or 'baseline'}: validation {100 * record['validation_accuracy']:.2f}% "
-                f"(train {100 * record['train_accuracy']:.2f}%), {record['seconds_per_epoch']:.2f} s/epoch",
+                f"stage {stage} seed {seed} {overrides or 'baseline'}: "
+                f"validation {100 * record['validation_accuracy']:.2f}% "
+                f"(train {100 * record['train_accuracy']:.2f}%), "
+                f"{record['seconds_per_epoch']:.2f} s/epoch",
                 flush=True,
             )
 
 
 def table(log_path: Path) -> str:
-    """One row per candidate: validation accuracy mean ± std over its seeds (and test, looked at only last)."""
+    """One row per candidate: validation accuracy mean ± std over its seeds (and test, looked at
+    only last)."""
     groups: dict[str, list[dict]] = {}
     for line in log_path.read_text().splitlines():
         record = json.loads(line)
         groups.setdefault(json.dumps(record["config"], sort_keys=True), []).append(record)
     lines = [
-        "| stage | lr (quadratic) | schedule | epochs | batch | init | weight decay | seeds | validation % (final) | train % | test % |",
+        "| stage | lr (quadratic) | schedule | epochs | batch | init | weight decay | seeds "
+        "| validation % (final) | train % | test % |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -150,8 +154,10 @@ def table(log_path: Path) -> str:
         c = records[0]["config"]
         stages = ",".join(sorted({r["stage"] for r in records}))
         lines.append(
-            f"| {stages} | {c['learning_rate']:g} | {c['lr_schedule']} | {c['epochs']} | {c['batch_size']} | {c['init']} | "
-            f"{c['weight_decay']:g} | {len(records)} | {pct(records, 'validation_accuracy')} | {pct(records, 'train_accuracy')} | "
+            f"| {stages} | {c['learning_rate']:g} | {c['lr_schedule']} | {c['epochs']} "
+            f"| {c['batch_size']} | {c['init']} | "
+            f"{c['weight_decay']:g} | {len(records)} | {pct(records, 'validation_accuracy')} "
+            f"| {pct(records, 'train_accuracy')} | "
             f"{pct(records, 'test_accuracy')} |"
         )
     return "\n".join(lines)

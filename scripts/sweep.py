@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""`gd-torch sweep` from a checkout, installed or not: python scripts/sweep.py --num-seeds 16 --data-root ../shared/mnist"""
+"""`gd-torch sweep` from a checkout, installed or not:
+
+python scripts/sweep.py --num-seeds 16 --data-root ../shared/mnist
+"""
 
 import sys
 from pathlib import Path

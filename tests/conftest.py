@@ -14,11 +14,13 @@ torch.set_num_threads(
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    """The real MNIST folder from $GD_TORCH_DATA; tests that need it skip with the reason when it is absent."""
+    """The real MNIST folder from $GD_TORCH_DATA; tests that need it skip with the reason when it
+    is absent."""
     root = os.environ.get("GD_TORCH_DATA")
     if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip(
-            "real MNIST not found: set GD_TORCH_DATA to a folder holding MNIST/raw/*-ubyte (see README)"
+            "real MNIST not found: set GD_TORCH_DATA to a folder holding MNIST/raw/*-ubyte "
+            "(see README)"
         )
     return Path(root)
 

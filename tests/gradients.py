@@ -8,7 +8,8 @@ from gd_torch.core.model import INPUT_SIZE, OUTPUT_SIZE, Network
 
 
 def random_problem(hidden_sizes, batch_size, init="nielsen-improved", dtype=torch.float64, seed=0):
-    """A seeded network with non-trivial weights and a batch of random inputs and one-hot targets."""
+    """A seeded network with non-trivial weights and a batch of random inputs and one-hot
+    targets."""
     generator = torch.Generator().manual_seed(seed)
     network = Network((INPUT_SIZE, *hidden_sizes, OUTPUT_SIZE), init, generator).to(dtype)
     images = torch.rand(batch_size, INPUT_SIZE, generator=generator, dtype=dtype)

@@ -1,4 +1,5 @@
-"""gd-torch analyze on a short run over synthetic digits: every figure as a PNG and in TensorBoard."""
+"""gd-torch analyze on a short run over synthetic digits: every figure as a PNG and in
+TensorBoard."""
 
 import io
 

@@ -40,7 +40,8 @@ def test_the_readme_python_api_example_runs(mnist_root, monkeypatch, tmp_path):
 
 
 def hand_loop(data, optimizer_of, epochs=1, batch_size=10):
-    """The steps of the reference loop written out by hand, from the default run's initial weights and order."""
+    """The steps of the reference loop written out by hand, from the default run's initial
+    weights and order."""
     network = gd_torch.Network(generator=gd_torch.seeded_generators(0)[0])
     optimizer = optimizer_of(network)
     order = gd_torch.seeded_generators(0)[1]
@@ -83,7 +84,8 @@ def test_any_torch_optim_optimizer_trains_through_the_reference_loop(data, tmp_p
 
 
 def test_momentum_and_nesterov_are_torch_optim_sgds_own(data):
-    """The run's steps are exactly those of a hand loop calling torch.optim.SGD(momentum, nesterov).step()."""
+    """The run's steps are exactly those of a hand loop calling
+    torch.optim.SGD(momentum, nesterov).step()."""
     settings = TrainingSettings(
         epochs=1, learning_rate=0.5, momentum=0.9, nesterov=True, lr_schedule="constant"
     )
@@ -242,7 +244,8 @@ def test_data_must_match_the_validation_setting(data):
 
 
 def test_the_reference_epoch_runs_alone_from_python(data):
-    """One epoch by hand: the loop a reader expects, with any optimizer, and the schedule applied by the caller."""
+    """One epoch by hand: the loop a reader expects, with any optimizer, and the schedule applied
+    by the caller."""
     network = gd_torch.Network()
     optimizer = torch.optim.SGD(network.parameters(), lr=3.0)
     before = gd_torch.evaluate(network, data.test, "quadratic").cost

@@ -266,7 +266,8 @@ def test_bad_input_is_refused_in_one_line_and_damages_nothing(tmp_path, finished
     if "{read_only}" in " ".join(case.arguments) and os.access(read_only, os.W_OK):
         if not Path("/proc/self").is_dir():
             pytest.skip(
-                "running as root, where permissions do not apply, and no /proc to write into instead"
+                "running as root, where permissions do not apply, "
+                "and no /proc to write into instead"
             )
         read_only = Path(
             "/proc"

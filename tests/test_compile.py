@@ -27,7 +27,8 @@ class RecordSteps(Callback):
 
 @pytest.mark.parametrize("engine", ["manual", "autograd"])
 def test_compiled_steps_take_the_eager_steps(engine):
-    """Three calls of STEPS_PER_CALL steps each: the same costs, ‖∇C‖ at every step, weights, and the last ∇C in .grad."""
+    """Three calls of STEPS_PER_CALL steps each: the same costs, ‖∇C‖ at every step, weights, and
+    the last ∇C in .grad."""
     full = synthetic_mnist()
     data = Mnist(full.train[: 3 * STEPS_PER_CALL * 10], full.test)
     results = {}
@@ -89,7 +90,8 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
             image_every=0,
             log_every=3,
         )
-        # 600 = 85·7 + 5 images: 5 calls of 16 steps, 5 single steps and a smaller last batch per epoch; two rates
+        # 600 = 85·7 + 5 images: 5 calls of 16 steps, 5 single steps and a smaller last batch per
+        # epoch; two rates
         results[compile] = train(settings, options, data=synthetic_mnist(), out=io.StringIO())
     for eager, compiled in zip(
         results[False].network.parameters(), results[True].network.parameters()
@@ -110,7 +112,8 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
 
 
 def test_steps_from_pixels_equal_steps_from_float_images():
-    """--compile gathers uint8 pixels and makes them activations after the gather: the same numbers as Split.images."""
+    """--compile gathers uint8 pixels and makes them activations after the gather: the same
+    numbers as Split.images."""
     data = synthetic_mnist()
     chunk = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(5))[:30].view(
         3, 10
@@ -130,7 +133,8 @@ def test_steps_from_pixels_equal_steps_from_float_images():
 
 @pytest.mark.parametrize("engine", ["manual", "autograd"])
 def test_the_whole_step_is_one_graph(engine):
-    """No graph break: gather, gradient and update of several steps compile together (the point of --compile)."""
+    """No graph break: gather, gradient and update of several steps compile together (the point
+    of --compile)."""
     data = synthetic_mnist()
     network = Network(generator=seeded_generators(0)[0])
     with torch.no_grad():

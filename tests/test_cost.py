@@ -7,7 +7,8 @@ from gd_torch.core.cost import COST_SCALES, cost, cost_gradient, one_hot
 def test_quadratic_cost_is_sum_over_outputs_averaged_over_examples():
     output = torch.tensor([[0.5] * 10, [0.0] * 10])
     target = one_hot(torch.tensor([3, 0]))
-    # example 1: nine outputs at 0.5 (0.25 each) and (0.5 − 1)² = 0.25 -> 2.5; example 2: (0 − 1)² = 1
+    # example 1: nine outputs at 0.5 (0.25 each) and (0.5 − 1)² = 0.25 -> 2.5;
+    # example 2: (0 − 1)² = 1
     assert cost(output, target).item() == pytest.approx((2.5 + 1.0) / 2)
 
 

@@ -64,7 +64,8 @@ def torchrun(*options, timeout=300) -> subprocess.CompletedProcess:
 
 
 def equal_to_one_process(run_dir: Path, tmp_path: Path) -> None:
-    """The weights of the torchrun run equal one process's on the same global batches (to float32 rounding)."""
+    """The weights of the torchrun run equal one process's on the same global batches (to float32
+    rounding)."""
     state = load_checkpoint(run_dir / "last.pt")
     parallel, settings = network_from_checkpoint(state)
     _, options = settings_of(state, run_dir)
@@ -110,8 +111,9 @@ def test_two_processes_take_the_single_process_steps(engine, fake_mnist_root, tm
 
 
 def test_sigterm_stops_every_rank_after_the_same_step_and_the_run_resumes_under_torchrun(tmp_path):
-    """SIGTERM to torchrun reaches every worker; they agree on the step to stop after, rank 0 saves
-    last.pt mid-epoch, and ``--resume`` under torchrun finishes the run as one process would have."""
+    """SIGTERM to torchrun reaches every worker; they agree on the step to stop after, rank 0
+    saves last.pt mid-epoch, and ``--resume`` under torchrun finishes the run as one process
+    would have."""
     data_root = write_mnist_files(tmp_path / "data", train_count=2000, test_count=200)
     options = [
         "--data-root",
@@ -203,7 +205,8 @@ def test_a_diverging_run_stops_on_every_rank_with_one_message(fake_mnist_root, t
 
 
 def test_compile_is_refused_under_torchrun(tmp_path, monkeypatch):
-    """A compiled step holds the update, where data parallelism needs the all-reduce between backward and update."""
+    """A compiled step holds the update, where data parallelism needs the all-reduce between
+    backward and update."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     settings, options = split(runs_dir=str(tmp_path), data_root=str(tmp_path), compile=True)
     with pytest.raises(GdTorchError, match="--compile is not supported under torchrun"):

@@ -71,7 +71,8 @@ def test_nan_gradient_stops_the_run_at_the_next_step_and_keeps_the_last_good_che
     "log_every", [10, 1000]
 )  # caught by the step check, or by the check before the epoch's checkpoint
 def test_weights_blowing_up_with_a_finite_cost_stop_the_run(tmp_path, data, log_every):
-    # η λ = 3 > 2: every step multiplies the weights by 1 − ηλ = −2; the saturated sigmoids keep the cost finite
+    # η λ = 3 > 2: every step multiplies the weights by 1 − ηλ = −2; the saturated sigmoids keep
+    # the cost finite
     config = split(
         epochs=5, learning_rate=3.0, weight_decay=1.0, log_every=log_every, runs_dir=str(tmp_path)
     )

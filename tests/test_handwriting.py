@@ -1,4 +1,5 @@
-"""Your own handwriting: digits the test draws with PIL, prepared the way MNIST's were, and predict."""
+"""Your own handwriting: digits the test draws with PIL, prepared the way MNIST's were, and
+predict."""
 
 import io
 
@@ -21,7 +22,8 @@ def draw(
     stroke: int,
     dark_on_light: bool,
 ) -> Image.Image:
-    """A thick "1" (a vertical bar) or "0" (an ellipse) inside ``box`` on a ``canvas``-sized image."""
+    """A thick "1" (a vertical bar) or "0" (an ellipse) inside ``box`` on a ``canvas``-sized
+    image."""
     paper, ink = (255, 0) if dark_on_light else (0, 255)
     image = Image.new("L", canvas, paper)
     pen = ImageDraw.Draw(image)
@@ -96,7 +98,8 @@ def test_polarity_and_position_do_not_matter(digit):
 
 
 def test_real_mnist_digits_come_back(mnist):
-    """MNIST's own test digits are already prepared; blown up 6x as dark ink on white paper, they come back close."""
+    """MNIST's own test digits are already prepared; blown up 6x as dark ink on white paper, they
+    come back close."""
     for original in mnist.test.images[:8].reshape(-1, 28, 28):
         assert (prepare(original) - original).abs().mean() < 1e-3
         large = torch.nn.functional.interpolate(

@@ -111,8 +111,9 @@ def test_each_layer_imports_only_the_layers_below_it():
 
 
 def test_the_core_imports_nothing_from_the_tools():
-    """The issue's rule, stated directly: model, cost, manual twin, engines, data, loop and checkpoints
-    import nothing from sweep, bench, reproduce, analysis or the TensorBoard drawing."""
+    """The issue's rule, stated directly: model, cost, manual twin, engines, data, loop and
+    checkpoints import nothing from sweep, bench, reproduce, analysis or the TensorBoard
+    drawing."""
     core = [module for module in GRAPH if module.startswith("gd_torch.core")]
     assert len(core) >= 15
     for module in core:

@@ -9,7 +9,8 @@ from gd_torch.core.model import Network
 
 
 def test_descent_on_a_quadratic_follows_the_update_step_by_step():
-    # C(w) = 2(w − 3)², C'(w) = 4(w − 3); with η = 0.1 each step keeps 1 − 0.4 = 0.6 of the distance to 3
+    # C(w) = 2(w − 3)², C'(w) = 4(w − 3); with η = 0.1 each step keeps 1 − 0.4 = 0.6 of the
+    # distance to 3
     path = descend(lambda w: 4 * (w - 3), start=0.0, learning_rate=0.1, steps=10)
     assert len(path) == 11
     for k, (w, next_w) in enumerate(zip(path, path[1:])):

@@ -1,4 +1,5 @@
-"""gd-torch reproduce on synthetic digits: the table, its files, the runs under one parent, the time budget."""
+"""gd-torch reproduce on synthetic digits: the table, its files, the runs under one parent, the
+time budget."""
 
 import csv
 import json

@@ -1,4 +1,5 @@
-"""A run stopped and resumed ends bit for bit where the same run uninterrupted ends, TensorBoard log included."""
+"""A run stopped and resumed ends bit for bit where the same run uninterrupted ends, TensorBoard
+log included."""
 
 import dataclasses
 import io
@@ -45,7 +46,8 @@ def train_quietly(config, data, **arguments):
 
 
 def interrupt_at(monkeypatch, stop_step: int) -> None:
-    """Send ourselves SIGINT right after SGD step ``stop_step`` (a multiple of log_every) is logged."""
+    """Send ourselves SIGINT right after SGD step ``stop_step`` (a multiple of log_every) is
+    logged."""
     log_batch = TrainingLog.batch
 
     def batch_then_signal(self, step, *arguments):
@@ -128,7 +130,8 @@ class KeepFirstCheckpoint(Callback):
 
 
 def test_resume_from_a_checkpoint_older_than_the_log_purges_the_orphaned_steps(tmp_path, data):
-    """As after a crash: the log goes on past the checkpoint; resuming must not show those steps twice."""
+    """As after a crash: the log goes on past the checkpoint; resuming must not show those steps
+    twice."""
     config = config_for(tmp_path, epochs=3)
     keep = KeepFirstCheckpoint()
     first = train(*config, data=data, out=io.StringIO(), callbacks=[keep])

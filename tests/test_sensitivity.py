@@ -1,4 +1,5 @@
-"""The sensitivity numbers (∂C/∂w over the whole training set) against a hand calculation and autograd."""
+"""The sensitivity numbers (∂C/∂w over the whole training set) against a hand calculation and
+autograd."""
 
 import pytest
 import torch

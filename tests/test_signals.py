@@ -19,7 +19,8 @@ from tests.events import scalars
 from tests.fakes import write_mnist_files
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-TRAIN_IMAGES = 3000  # in batches of 1: an epoch is 3,000 steps (seconds), long enough to be signalled in its middle
+# in batches of 1: an epoch is 3,000 steps (seconds), long enough to be signalled in its middle
+TRAIN_IMAGES = 3000
 EPOCHS = 3
 WAIT_SECONDS = 180
 

@@ -143,7 +143,8 @@ def test_sgd_step_with_a_rate_per_copy_equals_torch_optim_sgd():
 
 @pytest.mark.parametrize("engine", ["manual", "autograd"])
 def test_each_copy_equals_training_it_alone(engine, tmp_path):
-    """120 SGD steps (two epochs of 600 images): batched and single runs still agree to float32 rounding."""
+    """120 SGD steps (two epochs of 600 images): batched and single runs still agree to float32
+    rounding."""
     data = synthetic_mnist()
     base = TrainingSettings(
         epochs=2, batch_size=10, lr_schedule="cosine", weight_decay=1e-3, engine=engine
@@ -215,7 +216,10 @@ def test_summary_files_hold_every_copy_and_the_mean_and_std_per_rate(fake_mnist_
         accuracies = [
             float(r["test_accuracy"]) for r in rows if f"{float(r['learning_rate']):g}" == rate
         ]
-        expected = f"| {rate} | 3 | 0 | {100 * statistics.fmean(accuracies):.2f} ± {100 * statistics.stdev(accuracies):.2f}% |"
+        expected = (
+            f"| {rate} | 3 | 0 | {100 * statistics.fmean(accuracies):.2f} "
+            f"± {100 * statistics.stdev(accuracies):.2f}% |"
+        )
         assert expected in markdown
     assert all(math.isfinite(float(r[name])) for r in rows for name in FINAL_METRICS)
 

@@ -1,4 +1,5 @@
-"""A real TensorBoard server over a run the test makes: its HTTP data API serves the run's charts."""
+"""A real TensorBoard server over a run the test makes: its HTTP data API serves the run's
+charts."""
 
 import io
 import json
@@ -31,7 +32,8 @@ def get_json(url: str):
 
 @pytest.fixture
 def server(tmp_path, fake_mnist_root):
-    """(base URL, run name) of a tensorboard serving a 2-epoch run on synthetic digits; always stopped."""
+    """(base URL, run name) of a tensorboard serving a 2-epoch run on synthetic digits; always
+    stopped."""
     config = split(
         data_root=str(fake_mnist_root),
         download=False,
@@ -75,7 +77,8 @@ def wait_for_tags(base: str, plugin: str, run: str, process, log) -> dict:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(
-                f"tensorboard exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}"
+                f"tensorboard exited with {process.returncode}: "
+                f"{log.read_text(errors='replace')[-2000:]}"
             )
         try:
             tags = get_json(f"{base}/data/plugin/{plugin}/tags").get(run, {})

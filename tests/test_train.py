@@ -51,7 +51,8 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
 
 
 def test_both_engines_follow_the_same_trajectory(tmp_path):
-    """One epoch (60 steps) from the same seed on the same data: float32 rounding is all that differs."""
+    """One epoch (60 steps) from the same seed on the same data: float32 rounding is all that
+    differs."""
     manual, autograd = (
         run(quick_config(tmp_path, engine=e, epochs=1)) for e in ("manual", "autograd")
     )
@@ -129,7 +130,8 @@ def test_tensorboard_events_hold_every_chart(tmp_path):
             f"layer{l}/weight_gradients",
             f"layer{l}/bias_gradients",
         } <= histograms
-    # HPARAMS: in the run's own directory, not in a sub-run, with metric names unlike the scalar tags.
+    # HPARAMS: in the run's own directory, not in a sub-run, with metric names unlike the scalar
+    # tags.
     assert [p.name for p in result.run_dir.iterdir() if p.is_dir()] == []
     plugin = events.PluginTagToContent("hparams")
     assert {

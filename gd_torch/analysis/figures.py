@@ -1,4 +1,5 @@
-"""The figures of ``gd-torch analyze``, drawn with matplotlib's object API (Agg canvas, no pyplot state).
+"""The figures of ``gd-torch analyze``, drawn with matplotlib's object API (Agg canvas, no
+pyplot state).
 
 Weights and gradients are coloured as in the lesson: positive green, negative red, zero
 black, on a scale symmetric about zero so that equal magnitudes look equally bright.
@@ -35,13 +36,15 @@ def _figure(name: str) -> Figure:
 
 
 def signed_rgb(values: np.ndarray, scale: float) -> np.ndarray:
-    """Green for v > 0, red for v < 0, black for 0, brightness |v| / scale (clipped to 1); (..., 3)."""
+    """Green for v > 0, red for v < 0, black for 0, brightness |v| / scale (clipped to 1);
+    (..., 3)."""
     level = np.clip(values / scale, -1, 1) if scale > 0 else np.zeros_like(values)
     return np.stack([np.clip(-level, 0, 1), np.clip(level, 0, 1), np.zeros_like(level)], axis=-1)
 
 
 def tile(images: np.ndarray, columns: int, gap_value: float = np.nan) -> np.ndarray:
-    """(n, 28, 28) -> one (rows·29 − 1, columns·29 − 1) mosaic, row-major, 1-pixel gaps of ``gap_value``."""
+    """(n, 28, 28) -> one (rows·29 − 1, columns·29 − 1) mosaic, row-major, 1-pixel gaps of
+    ``gap_value``."""
     rows = math.ceil(len(images) / columns)
     mosaic = np.full((rows * (TILE + 1) - 1, columns * (TILE + 1) - 1), gap_value)
     for i, image in enumerate(images):
@@ -53,7 +56,8 @@ def tile(images: np.ndarray, columns: int, gap_value: float = np.nan) -> np.ndar
 
 
 def neuron_images(name: str, title: str, panels: dict[str, Tensor]) -> Figure:
-    """Each row of each (n, 784) tensor as a 28x28 picture, one mosaic per panel, each on its own symmetric scale."""
+    """Each row of each (n, 784) tensor as a 28x28 picture, one mosaic per panel, each on its
+    own symmetric scale."""
     figure = _figure(name)
     figure.suptitle(title)
     for ax, (label, values) in zip(
@@ -71,7 +75,8 @@ def neuron_images(name: str, title: str, panels: dict[str, Tensor]) -> Figure:
 
 
 def sensitivity_histogram(panels: dict[str, list[Tensor]]) -> Figure:
-    """Per layer, the histogram of log10 |∂C/∂w| over its weights, one curve per panel (e.g. trained, initial)."""
+    """Per layer, the histogram of log10 |∂C/∂w| over its weights, one curve per panel (e.g.
+    trained, initial)."""
     figure = _figure("sensitivity_histogram")
     figure.suptitle(
         "How sensitive the cost is to each weight: histogram of |∂C/∂w| per layer (log scale)"
@@ -110,7 +115,8 @@ def one_weight(
     learning_rate: float,
     trained_value: float,
 ) -> Figure:
-    """C(w) along one weight, with the points w_0, w_1, ... that gradient descent on that weight visits."""
+    """C(w) along one weight, with the points w_0, w_1, ... that gradient descent on that
+    weight visits."""
     figure = _figure("one_weight")
     ax = figure.subplots()
     ax.plot(*curve, color="black", linewidth=1.5, label="C(w), every other weight fixed")
@@ -136,7 +142,8 @@ def one_weight(
 
 
 def noise(answers: dict[str, Answers]) -> Figure:
-    """For each set of images: the histogram of the highest output activation, and the shares of predicted digits."""
+    """For each set of images: the histogram of the highest output activation, and the shares
+    of predicted digits."""
     figure = _figure("noise")
     figure.suptitle("What the network answers for real test digits and for random noise")
     confidence, digits = figure.subplots(1, 2)
@@ -170,7 +177,8 @@ def noise(answers: dict[str, Answers]) -> Figure:
 
 
 def confusion_matrix(confusion: Tensor) -> Figure:
-    """Counts of test digits by true (rows) and predicted (columns) digit; per-digit accuracy beside each row."""
+    """Counts of test digits by true (rows) and predicted (columns) digit; per-digit accuracy
+    beside each row."""
     figure = _figure("confusion_matrix")
     ax = figure.subplots()
     counts = confusion.numpy()
@@ -191,7 +199,8 @@ def confusion_matrix(confusion: Tensor) -> Figure:
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit (share right)")
     ax.set_title(
-        f"Confusion matrix on {counts.sum():,} test digits: {100 * np.trace(counts) / counts.sum():.2f}% right"
+        f"Confusion matrix on {counts.sum():,} test digits: "
+        f"{100 * np.trace(counts) / counts.sum():.2f}% right"
     )
     return figure
 
@@ -210,7 +219,8 @@ def misclassified(images: Tensor, labels: Tensor, output: Tensor, columns: int =
 
 
 def hidden_layers(images: Tensor, activations: list[Tensor], weights: list[Tensor]) -> Figure:
-    """For each digit: the image, then every layer's activations as circles (black 0 to white 1), as the lesson draws them.
+    """For each digit: the image, then every layer's activations as circles (black 0 to white
+    1), as the lesson draws them.
 
     ``activations`` is [a^0, a^1, ..., a^L] for the digits; lines between the non-input layers
     show the weights (green +, red −, more opaque the larger |w|).

@@ -25,7 +25,8 @@ def descend(
 
 
 class OneWeight:
-    """C(w) and C'(w) for the weight ``network.layers[layer - 1].weight[row, column]`` over ``split``."""
+    """C(w) and C'(w) for the weight ``network.layers[layer - 1].weight[row, column]`` over
+    ``split``."""
 
     def __init__(
         self,

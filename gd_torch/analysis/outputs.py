@@ -1,4 +1,5 @@
-"""What the network answers: its output activations for test digits and for random noise, and its mistakes."""
+"""What the network answers: its output activations for test digits and for random noise, and
+its mistakes."""
 
 from dataclasses import dataclass
 
@@ -57,5 +58,6 @@ class Mistakes:
 
     @property
     def per_digit_accuracy(self) -> Tensor:
-        """For each true digit, the share of its test images answered right, (10,); NaN where there are none."""
+        """For each true digit, the share of its test images answered right, (10,); NaN where
+        there are none."""
         return self.confusion.diagonal() / self.confusion.sum(dim=1)

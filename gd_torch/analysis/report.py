@@ -1,5 +1,6 @@
 """``gd-torch analyze CHECKPOINT``: figures of a trained network as PNG files in its run directory,
-the same images in the run's TensorBoard log (IMAGES tab, tags ``analysis/<name>``), and a text summary.
+the same images in the run's TensorBoard log (IMAGES tab, tags ``analysis/<name>``), and a text
+summary.
 """
 
 import dataclasses
@@ -39,7 +40,8 @@ def analyze(
     one_weight_rate: float | None = None,
     out=None,
 ) -> dict[str, Path]:
-    """Draw every figure, write it as ``<run dir>/<name>.png`` and into TensorBoard; returns {name: png path}."""
+    """Draw every figure, write it as ``<run dir>/<name>.png`` and into TensorBoard; returns
+    {name: png path}."""
     out = out or sys.stdout  # looked up now, so that a redirected sys.stdout is used
     if top < 1:
         raise GdTorchError(f"--top must be a positive integer, not {top}")
@@ -57,8 +59,9 @@ def analyze(
     data = prepare_data(config, options, torch.device("cpu"))
     run_dir = Path(checkpoint).parent
     print(
-        f"gd-torch analyze: {checkpoint}: {'-'.join(map(str, config.layer_sizes))} network after {state['epoch']} epochs "
-        f"({state['step']:,} SGD steps); {len(data.train):,} training and {len(data.test):,} test digits",
+        f"gd-torch analyze: {checkpoint}: {'-'.join(map(str, config.layer_sizes))} network "
+        f"after {state['epoch']} epochs ({state['step']:,} SGD steps); "
+        f"{len(data.train):,} training and {len(data.test):,} test digits",
         file=out,
     )
 
@@ -96,7 +99,8 @@ def analyze(
     finally:
         writer.close()
     print(
-        f"{len(written)} figures written to {run_dir}/ ({', '.join(p.name for p in written.values())}) and to its "
+        f"{len(written)} figures written to {run_dir}/ "
+        f"({', '.join(p.name for p in written.values())}) and to its "
         f"TensorBoard log under IMAGES, analysis/ (tensorboard --logdir {run_dir.parent})",
         file=out,
     )
@@ -129,7 +133,8 @@ def _sensitivity(
         panels[label] = gradient
         norm = torch.cat([g.flatten() for pair in gradient for g in pair]).norm()
         lines.append(
-            f"sensitivity at the {label} weights (|∇C| = {norm:.3g} over the {len(data.train):,} training digits):"
+            f"sensitivity at the {label} weights (|∇C| = {norm:.3g} over the "
+            f"{len(data.train):,} training digits):"
         )
         weights, biases = most_sensitive(gradient, top)
         lines += [f"  {s.sentence()}" for s in weights + biases]
@@ -147,7 +152,8 @@ def _sensitivity(
 def _one_weight(
     trained: Network, initial: Network, config: TrainingSettings, data: Mnist, rate: float | None
 ) -> tuple[dict[str, Figure], list[str]]:
-    """Descend on the weight the trained cost is most sensitive to, from 3 away on the steeper side."""
+    """Descend on the weight the trained cost is most sensitive to, from 3 away on the steeper
+    side."""
     name = most_sensitive(full_gradient(trained, data.train, config.cost, config.engine), 1)[0][
         0
     ].name  # "W3[5, 3]"
@@ -172,8 +178,10 @@ def _one_weight(
     )
     lines = [
         f"one weight, one slope: {name} (trained value {center:.3f}): {DESCENT_STEPS} steps of "
-        f"η = {rate:.3g} from {start:.3f} end at {path[-1]:.3f}; step sizes {', '.join(f'{abs(b - a):.3f}' for a, b in zip(path, path[1:4]))}, ...",
-        f"  (with the training η = {config.learning_rate:g} the first step would be {config.learning_rate * abs(weight.slope(start)):.4f}: "
+        f"η = {rate:.3g} from {start:.3f} end at {path[-1]:.3f}; step sizes "
+        f"{', '.join(f'{abs(b - a):.3f}' for a, b in zip(path, path[1:4]))}, ...",
+        f"  (with the training η = {config.learning_rate:g} the first step would be "
+        f"{config.learning_rate * abs(weight.slope(start)):.4f}: "
         f"one weight of {trained.num_parameters:,} hardly moves the average cost)",
     ]
     return {"one_weight": figure}, lines
@@ -190,13 +198,15 @@ def _noise(
         "random noise": Answers.of(outputs(trained, noise)),
     }
     lines = [
-        f"noise: {len(noise):,} images of uniform random pixels vs the {len(data.test):,} test digits"
+        f"noise: {len(noise):,} images of uniform random pixels "
+        f"vs the {len(data.test):,} test digits"
     ]
     for label, answer in answers.items():
         counts = answer.digit_counts()
         lines.append(
-            f"  {label:<12}: highest activation median {answer.highest.median():.3f}, above 0.9 for "
-            f"{100 * (answer.highest > 0.9).float().mean():.1f}%; most often answers {counts.argmax()} "
+            f"  {label:<12}: highest activation median {answer.highest.median():.3f}, "
+            f"above 0.9 for {100 * (answer.highest > 0.9).float().mean():.1f}%; "
+            f"most often answers {counts.argmax()} "
             f"({100 * counts.max() / counts.sum():.1f}%)"
         )
     return {"noise": figures.noise(answers)}, lines

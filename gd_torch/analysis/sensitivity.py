@@ -39,7 +39,8 @@ class Sensitivity:
     def sentence(self) -> str:
         kind = "weight" if self.name.startswith("W") else "bias"
         return (
-            f"the cost is {self.ratio_to_median:.1f}x more sensitive to {self.name} than to the median {kind} "
+            f"the cost is {self.ratio_to_median:.1f}x more sensitive to {self.name} "
+            f"than to the median {kind} "
             f"(∂C/∂{self.name} = {self.slope:+.3g})"
         )
 

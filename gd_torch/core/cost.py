@@ -31,7 +31,8 @@ def one_hot(labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 def cost(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tensor:
     """C = scale · (1/n) Σ_x Σ_j (a_j − y_j)², a scalar; output and target are (n, 10).
 
-    For K stacked networks (``gd_torch.sweep``) they are (K, n, 10) and C is (K,), one cost per network.
+    For K stacked networks (``gd_torch.sweep``) they are (K, n, 10) and C is (K,), one cost per
+    network.
     ``mse_loss`` without reduction is one operation (and one autograd node) for all the squares.
     """
     squares = torch.nn.functional.mse_loss(
@@ -41,5 +42,6 @@ def cost(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tenso
 
 
 def cost_gradient(output: Tensor, target: Tensor, convention: str = "quadratic") -> Tensor:
-    """∇_a C = scale · 2 (a^L − y) / n, the (n, 10) partial derivatives ∂C/∂a^L_j(x) (or (K, n, 10))."""
+    """∇_a C = scale · 2 (a^L − y) / n, the (n, 10) partial derivatives ∂C/∂a^L_j(x) (or
+    (K, n, 10))."""
     return (2 * COST_SCALES[convention] / output.shape[-2]) * (output - target)

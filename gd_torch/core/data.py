@@ -17,7 +17,8 @@ def activations(pixels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 @dataclass
 class Split:
-    """One part of MNIST: images (N, 784) float in [0, 1], labels (N,) int64, one-hot targets (N, 10).
+    """One part of MNIST: images (N, 784) float in [0, 1], labels (N,) int64, one-hot targets
+    (N, 10).
 
     ``pixels`` holds the same images as read, (N, 784) uint8 0..255, when they came from MNIST's
     files: --compile gathers its mini-batches from them, a quarter of the bytes of ``images``.
@@ -76,7 +77,8 @@ def _read(root: str, train: bool, download: bool) -> Split:
 
     try:
         dataset = torchvision.datasets.MNIST(root, train=train, download=download)
-    except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ... when it cannot get the files
+    except Exception as error:
+        # torchvision raises RuntimeError, URLError, OSError, ... when it cannot get the files
         reason = (
             "could not be downloaded" if download else "is not there and --no-download was given"
         )
@@ -97,7 +99,8 @@ def load_mnist(root: str, download: bool = True, validation_size: int = 0) -> Mn
     train, test = _read(root, True, download), _read(root, False, download)
     if validation_size >= len(train):
         raise GdTorchError(
-            f"--validation-size {validation_size} leaves no training images (there are {len(train)})"
+            f"--validation-size {validation_size} leaves no training images "
+            f"(there are {len(train)})"
         )
     if validation_size == 0:
         return Mnist(train, test)

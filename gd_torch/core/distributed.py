@@ -1,4 +1,5 @@
-"""Data-parallel SGD with torchrun: one model, every process computing ∇C on its shard of each mini-batch.
+"""Data-parallel SGD with torchrun: one model, every process computing ∇C on its shard of each
+mini-batch.
 
     torchrun --nproc_per_node=2 -m gd_torch train --epochs 30             # 2 processes here
     torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d \\

@@ -1,4 +1,5 @@
-"""How good the network is on a set of digits: its average cost and the share it classifies right."""
+"""How good the network is on a set of digits: its average cost and the share it classifies
+right."""
 
 from dataclasses import dataclass
 

@@ -54,7 +54,8 @@ class Diverged(GdTorchError):
 
 
 class RunGuard:
-    """``with RunGuard(...) as guard:`` turns SIGINT/SIGTERM into ``guard.stop_signal``; checks for divergence."""
+    """``with RunGuard(...) as guard:`` turns SIGINT/SIGTERM into ``guard.stop_signal``; checks
+    for divergence."""
 
     def __init__(
         self, settings: TrainingSettings, log_every: int, device: torch.device, run_dir: Path | None
@@ -107,7 +108,8 @@ class RunGuard:
             )
 
     def check_epoch(self, step: int, train_cost: float, network: Network) -> None:
-        """Before an epoch's checkpoint: the cost over the whole training set, every weight, bias and gradient."""
+        """Before an epoch's checkpoint: the cost over the whole training set, every weight, bias
+        and gradient."""
         if not math.isfinite(train_cost):
             raise self._diverged(f"the training cost is {train_cost}", step)
         gradients = [

@@ -20,7 +20,7 @@ batched matmul over the leading copy dimension and every sum runs over the examp
 import torch
 from torch import Tensor
 
-from gd_torch.core.cost import cost_gradient
+from gd_torch.core.cost import cost, cost_gradient
 from gd_torch.core.model import Network
 
 
@@ -50,9 +50,8 @@ def forward(network: Network, x: Tensor) -> list[Tensor]:
     """The activations [a^0 = x, a^1, ..., a^L], each (n, n_l), kept for the backward pass."""
     activations = [x]
     for layer in network.layers:
-        z = weighted_input(
-            activations[-1], layer.weight, layer.bias
-        )  # z^l = W^l a^{l-1} + b^l, (n, n_l)
+        # z^l = W^l a^{l-1} + b^l, (n, n_l)
+        z = weighted_input(activations[-1], layer.weight, layer.bias)
         activations.append(torch.sigmoid(z))  # a^l = σ(z^l), (n, n_l)
     return activations
 
@@ -66,18 +65,27 @@ def backward(
     """
     weights = [layer.weight for layer in network.layers]  # weights[l - 1] is W^l
     output = activations[-1]
-    delta = cost_gradient(output, target, convention) * sigmoid_prime(
-        output
-    )  # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
+    # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
+    delta = cost_gradient(output, target, convention) * sigmoid_prime(output)
     gradients = []
     for l in range(len(weights), 0, -1):  # l = L, L-1, ..., 1
         nabla_b = delta.sum(-2)  # BP3: ∂C/∂b^l = Σ_x δ^l_x, (n_l,)
-        nabla_w = (
-            delta.mT @ activations[l - 1]
-        )  # BP4: ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T, (n_l, n_{l-1})
+        # BP4: ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T, (n_l, n_{l-1})
+        nabla_w = delta.mT @ activations[l - 1]
         gradients.append((nabla_w, nabla_b))
         if l > 1:
-            delta = (delta @ weights[l - 1]) * sigmoid_prime(
-                activations[l - 1]
-            )  # BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), (n, n_{l-1})
+            # BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), (n, n_{l-1})
+            delta = (delta @ weights[l - 1]) * sigmoid_prime(activations[l - 1])
     return gradients[::-1]
+
+
+@torch.no_grad()
+def manual_gradients(network: Network, images: Tensor, targets: Tensor, convention: str) -> Tensor:
+    """The manual engine: ∇C of this mini-batch by ``forward`` and ``backward``, written into
+    each parameter's ``.grad`` for the optimizer; returns the batch cost C."""
+    activations = forward(network, images)  # [a^0, a^1, ..., a^L]
+    for layer, (nabla_w, nabla_b) in zip(
+        network.layers, backward(network, activations, targets, convention)
+    ):
+        layer.weight.grad, layer.bias.grad = nabla_w, nabla_b
+    return cost(activations[-1], targets, convention)

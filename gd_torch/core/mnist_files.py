@@ -54,14 +54,20 @@ def idx_problem(path: Path, file: MnistFile) -> str | None:
         )
     magic, count = struct.unpack(">II", data[:8])
     if magic != expected_magic:
-        return f"{path}: wrong magic number 0x{magic:08x}, expected 0x{expected_magic:08x} ({'images' if file.is_images else 'labels'})"
+        return (
+            f"{path}: wrong magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
+            f"({'images' if file.is_images else 'labels'})"
+        )
     if file.is_images:
         rows, columns = struct.unpack(">II", data[8:16])
         if (rows, columns) != (28, 28):
             return f"{path}: images are {rows}x{columns}, expected 28x28"
     expected_size = header_size + count * (784 if file.is_images else 1)
     if len(data) != expected_size:
-        return f"{path}: {'truncated' if len(data) < expected_size else 'too long'}: {len(data)} bytes, the header's {count} items need {expected_size}"
+        return (
+            f"{path}: {'truncated' if len(data) < expected_size else 'too long'}: "
+            f"{len(data)} bytes, the header's {count} items need {expected_size}"
+        )
     if not file.is_images and count and max(data[header_size:]) > 9:
         return f"{path}: label {max(data[header_size:])} out of range 0..9"
     return None
@@ -92,7 +98,8 @@ def check_files(root: str | Path, missing_ok: bool = True) -> None:
             and counts[images.name] != counts[labels.name]
         ):
             raise GdTorchError(
-                f"{folder / images.name} holds {counts[images.name]} images but {folder / labels.name} {counts[labels.name]} labels"
+                f"{folder / images.name} holds {counts[images.name]} images but "
+                f"{folder / labels.name} {counts[labels.name]} labels"
             )
 
 

@@ -1,4 +1,5 @@
-"""Each run gets its own new directory under runs/: TensorBoard events, config, versions, checkpoints."""
+"""Each run gets its own new directory under runs/: TensorBoard events, config, versions,
+checkpoints."""
 
 import json
 import platform

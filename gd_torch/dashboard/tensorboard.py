@@ -1,7 +1,8 @@
 """What a training run shows in TensorBoard (``tensorboard --logdir runs``).
 
 SCALARS     batch/train_cost, batch/gradient_norm, batch/learning_rate  every --log-every SGD steps
-            epoch/{train,test,validation}_{cost,accuracy}, epoch/epoch, epoch/seconds, ...  per epoch
+            epoch/{train,test,validation}_{cost,accuracy}, epoch/epoch, epoch/seconds, ...
+            per epoch
 HISTOGRAMS  layer{l}/weights, layer{l}/biases, layer{l}/weight_gradients, layer{l}/bias_gradients
 IMAGES      images/first_layer_weights, images/confusion_matrix  every --image-every epochs and
             after the last
@@ -103,7 +104,8 @@ class TrainingLog:
 
 
 class TensorBoard(Callback):
-    """Writes the run's TensorBoard log into its run directory (rank 0 only; nothing without one)."""
+    """Writes the run's TensorBoard log into its run directory (rank 0 only; nothing without
+    one)."""
 
     def __init__(self):
         self.log: TrainingLog | None = None

@@ -15,8 +15,8 @@ same again for ∂C/∂W (BP4) and 2 Σ_{l≥2} n_{l-1} n_l to carry δ back (BP
 work (σ, σ', the cost) is left out, so no real step reaches the floor.
 
 The logging overhead is counted where it is spent, in one row that trains with the default
-``TensorBoard`` callback: the seconds inside its calls (every --log-every steps, and per epoch, which
-ends waiting for its writer thread to put the events on disk), plus the images drawn every
+``TensorBoard`` callback: the seconds inside its calls (every --log-every steps, and per epoch,
+which ends waiting for its writer thread to put the events on disk), plus the images drawn every
 --image-every epochs (amortised), as a share of the rest of that epoch. The difference between
 epochs with and without the log would drown in this machine's noise (epochs vary by ±30%).
 """
@@ -158,9 +158,11 @@ def engine_row(
 
 
 def tutorial_row(options: RunOptions, batch_size: int, examples: int, device: torch.device) -> Row:
-    """The common tutorial pipeline, timed on its first ``examples`` images and scaled to a whole epoch:
+    """The common tutorial pipeline, timed on its first ``examples`` images and scaled to a whole
+    epoch:
 
-    MNIST(transform=ToTensor()) + DataLoader(shuffle=True) + nn.Sequential + nn.MSELoss + autograd + SGD.
+    MNIST(transform=ToTensor()) + DataLoader(shuffle=True) + nn.Sequential + nn.MSELoss +
+    autograd + SGD.
     """
     from torchvision import datasets, transforms
 
@@ -198,7 +200,8 @@ def tutorial_row(options: RunOptions, batch_size: int, examples: int, device: to
 
 
 def images_row(data: Mnist, device: torch.device, log_dir: str) -> Row:
-    """What ``--image-every`` adds when it draws: the first-layer weights and the confusion matrix."""
+    """What ``--image-every`` adds when it draws: the first-layer weights and the confusion
+    matrix."""
     network = Network().to(device)
     log = TrainingLog(log_dir)
     return Row(
@@ -279,7 +282,8 @@ def bench_device(
         "gflop_per_epoch": flops / 1e9,
         "floor_seconds_per_epoch": floor,
         "image_every": options.image_every,
-        # scalars and histograms every epoch, images every --image-every epochs (amortised), counted where they are spent
+        # scalars and histograms every epoch, images every --image-every epochs (amortised),
+        # counted where they are spent
         "logging_seconds_per_epoch": logging,
         "logging_overhead": (logging + images.median / options.image_every)
         / (statistics.fmean(logged.seconds) - logging),
@@ -302,9 +306,12 @@ def bench_device(
 
 def table(report: dict) -> str:
     lines = [
-        f"\ndevice {report['device']}, {report['threads']} thread(s): matmul {report['matmul_gflop_per_second']:.1f} GFLOP/s, "
-        f"{report['gflop_per_epoch']:.2f} GFLOP per epoch -> floor {report['floor_seconds_per_epoch']:.3f} s/epoch",
-        f"{'':44}{'batch':>6}{'s/epoch':>10}{'examples/s':>12}{'x floor':>9}{'x faster than tutorial':>24}",
+        f"\ndevice {report['device']}, {report['threads']} thread(s): "
+        f"matmul {report['matmul_gflop_per_second']:.1f} GFLOP/s, "
+        f"{report['gflop_per_epoch']:.2f} GFLOP per epoch "
+        f"-> floor {report['floor_seconds_per_epoch']:.3f} s/epoch",
+        f"{'':44}{'batch':>6}{'s/epoch':>10}{'examples/s':>12}{'x floor':>9}"
+        f"{'x faster than tutorial':>24}",
     ]
     for row in report["rows"]:
         floor = f"{row['times_floor']:.1f}" if row["times_floor"] else "-"
@@ -314,8 +321,10 @@ def table(report: dict) -> str:
             f"{row['examples_per_second']:>12,.0f}{floor:>9}{speedup:>24}"
         )
     lines.append(
-        f"TensorBoard logging at its defaults (scalars, histograms, images every {report['image_every']} epochs) "
-        f"adds {100 * report['logging_overhead']:+.1f}% to the epoch ({1000 * report['logging_seconds_per_epoch']:.0f} ms "
+        f"TensorBoard logging at its defaults (scalars, histograms, "
+        f"images every {report['image_every']} epochs) "
+        f"adds {100 * report['logging_overhead']:+.1f}% to the epoch "
+        f"({1000 * report['logging_seconds_per_epoch']:.0f} ms "
         f"in the log's calls, and the images amortised)"
     )
     return "\n".join(lines)
@@ -352,8 +361,9 @@ def run_bench(
     def progress(message):
         print(f"gd-torch bench: {message}", file=sys.stderr, flush=True)
 
-    # each compiled row takes up to 3 shapes (steps per call, single steps, a smaller last batch): past dynamo's limit
-    # of 8 per process the later rows would silently run eager, so the bench, which compiles many, raises it
+    # each compiled row takes up to 3 shapes (steps per call, single steps, a smaller last batch):
+    # past dynamo's limit of 8 per process the later rows would silently run eager, so the bench,
+    # which compiles many, raises it
     shapes = 3 * 2 * len(batch_sizes) * len(devices)
     with (
         tempfile.TemporaryDirectory() as log_dir,
@@ -377,8 +387,10 @@ def run_bench(
         print(json.dumps(report, indent=2), file=out)
     else:
         print(
-            f"gd-torch bench: {report['network']} network, torch {report['torch']}, {report['cpu_count']} CPUs, "
-            f"load average {report['load_average_before']:.1f} before and {report['load_average_after']:.1f} after; "
+            f"gd-torch bench: {report['network']} network, torch {report['torch']}, "
+            f"{report['cpu_count']} CPUs, "
+            f"load average {report['load_average_before']:.1f} before "
+            f"and {report['load_average_after']:.1f} after; "
             f"median of {repeats} epochs",
             file=out,
         )

@@ -107,15 +107,18 @@ def bench_sweep(
         full.train[:train_images], full.test[: train_images // 6]
     )  # MNIST's 6:1, as in a default epoch
     print(
-        f"gd-torch bench --sweep: default 784-16-16-10 network, manual engine, batch 10, {epochs} epoch(s) on the first "
-        f"{train_images:,} training and {train_images // 6:,} test images (both evaluated each epoch; TensorBoard images off in "
+        f"gd-torch bench --sweep: default 784-16-16-10 network, manual engine, batch 10, "
+        f"{epochs} epoch(s) on the first "
+        f"{train_images:,} training and {train_images // 6:,} test images "
+        f"(both evaluated each epoch; TensorBoard images off in "
         f"both, a fixed cost per copy that batching cannot share), 1 thread, "
         f"{os.cpu_count()} CPU cores",
         file=out,
         flush=True,
     )
     print(
-        "\n| K seeds | one after another | one batched sweep | speed-up | max weight difference | max test accuracy difference |\n"
+        "\n| K seeds | one after another | one batched sweep | speed-up "
+        "| max weight difference | max test accuracy difference |\n"
         "|---:|---:|---:|---:|---:|---:|",
         file=out,
         flush=True,
@@ -128,13 +131,16 @@ def bench_sweep(
                 base, options, data, count
             )
             print(
-                f"| {count} | {sequential:.1f} s | {batched:.1f} s | {sequential / batched:.1f}x | {weights:.1e} | {100 * accuracy:.2f}% |",
+                f"| {count} | {sequential:.1f} s | {batched:.1f} s | "
+                f"{sequential / batched:.1f}x | {weights:.1e} | {100 * accuracy:.2f}% |",
                 file=out,
                 flush=True,
             )
         print(
-            "\ntorchrun, one epoch of 60,000 images (batch 10 split across the processes), gloo on CPU:\n\n"
-            "| processes | wall time (with start-up) | epoch (train + evaluate) |\n|---:|---:|---:|",
+            "\ntorchrun, one epoch of 60,000 images (batch 10 split across the processes), "
+            "gloo on CPU:\n\n"
+            "| processes | wall time (with start-up) | epoch (train + evaluate) |\n"
+            "|---:|---:|---:|",
             file=out,
             flush=True,
         )

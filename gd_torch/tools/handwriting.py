@@ -1,11 +1,13 @@
-"""Your own handwriting, prepared the way the MNIST digits were made, and what the network says it is.
+"""Your own handwriting, prepared the way the MNIST digits were made, and what the network says it
+is.
 
 MNIST's digits are light on a dark background, scaled (keeping their aspect ratio) to fit
 a 20x20 box, and placed in a 28x28 field so that their centre of mass is at the centre.
 ``prepare`` does the same to any photo or drawing of one digit:
 
-    grayscale in [0, 1] → invert if the background is light → background to 0, brightest ink to 1
-    → crop to the ink → scale the longer side to 20 pixels → centre of mass to row 14, column 14 of 28x28
+    grayscale in [0, 1] → invert if the background is light
+    → background to 0, brightest ink to 1 → crop to the ink → scale the longer side to 20 pixels
+    → centre of mass to row 14, column 14 of 28x28
 """
 
 import sys
@@ -19,11 +21,13 @@ from gd_torch.core.errors import GdTorchError
 
 FIELD = 28  # MNIST's image side
 BOX = 20  # the longer side of the digit inside the field
-INK = 0.1  # pixels at least this bright (after the background is taken away) count as ink when cropping
+# pixels at least this bright (after the background is taken away) count as ink when cropping
+INK = 0.1
 
 
 def read_grayscale(path: str | Path) -> Tensor:
-    """The image at ``path`` as (height, width) brightness in [0, 1]; transparent pixels count as white."""
+    """The image at ``path`` as (height, width) brightness in [0, 1]; transparent pixels count as
+    white."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -46,7 +50,8 @@ def read_grayscale(path: str | Path) -> Tensor:
 
 
 def prepare(gray: Tensor) -> Tensor:
-    """A (height, width) grayscale picture of one digit -> the (28, 28) MNIST-style input, light on dark, in [0, 1]."""
+    """A (height, width) grayscale picture of one digit -> the (28, 28) MNIST-style input, light
+    on dark, in [0, 1]."""
     border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = border.median()
     if background > 0.5:  # dark ink on light paper: MNIST is the other way round
@@ -88,7 +93,8 @@ def prepare(gray: Tensor) -> Tensor:
 def predict(
     checkpoint: str | Path, images: list[str | Path], show: bool = False, out=None
 ) -> list[int]:
-    """Print the digit the checkpoint's network sees in each image and its ten output activations; returns the digits."""
+    """Print the digit the checkpoint's network sees in each image and its ten output
+    activations; returns the digits."""
     from PIL import Image
 
     from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint

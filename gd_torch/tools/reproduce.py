@@ -1,14 +1,16 @@
-"""Reproduce published results: named configurations, each trained over several seeds, in one table.
+"""Reproduce published results: named configurations, each trained over several seeds, in one
+table.
 
-    gd-torch reproduce --data-root ../shared/mnist                  # the default list, 5 seeds: ~18 min on 2 CPU cores
-    gd-torch reproduce --configurations nielsen-30 nielsen-100 --seeds 0 1 2 --engines manual autograd
-    tensorboard --logdir runs/<time>_reproduce                      # every run side by side, HPARAMS tab
+    gd-torch reproduce --data-root ../shared/mnist  # default list, 5 seeds: ~18 min on 2 CPU cores
+    gd-torch reproduce --configurations nielsen-30 nielsen-100 --seeds 0 1 2 \\
+        --engines manual autograd
+    tensorboard --logdir runs/<time>_reproduce      # every run side by side, HPARAMS tab
 
 A configuration is ``default`` (TrainingSettings' defaults, i.e. plain ``gd-torch train``), a
-preset (``gd_torch.core.presets``), or ``full-batch-gd-same-time``: full-batch gradient descent allowed as
-many seconds of SGD steps as sgd-100 took, on average, earlier in the same reproduction. The
-table (printed, and written as reproduce.md and reproduce.csv) sits in the parent directory of
-all the runs.
+preset (``gd_torch.core.presets``), or ``full-batch-gd-same-time``: full-batch gradient descent
+allowed as many seconds of SGD steps as sgd-100 took, on average, earlier in the same
+reproduction. The table (printed, and written as reproduce.md and reproduce.csv) sits in the
+parent directory of all the runs.
 """
 
 import argparse
@@ -122,7 +124,8 @@ def markdown(rows: list[Row]) -> str:
 def reproduce(
     names, seeds, engines, epochs: int | None, data_root: str, download: bool, runs_dir: str, out
 ) -> tuple[Path, list[Row]]:
-    """Train every configuration × engine × seed under one new parent directory; returns it and the table's rows."""
+    """Train every configuration × engine × seed under one new parent directory; returns it and
+    the table's rows."""
     from gd_torch.api import train
     from gd_torch.core.data import load_mnist
     from gd_torch.core.run_dir import create_run_directory
@@ -143,7 +146,8 @@ def reproduce(
                 reference = rows.get((TIME_MATCHED[name][1], engine))
                 if reference is None:
                     raise GdTorchError(
-                        f"{name} needs {TIME_MATCHED[name][1]} earlier in --configurations, to know its time budget"
+                        f"{name} needs {TIME_MATCHED[name][1]} earlier in --configurations, "
+                        f"to know its time budget"
                     )
                 budget = statistics.mean(reference.sgd_seconds)
             row = None
@@ -169,7 +173,8 @@ def reproduce(
                 row.seconds_per_epoch.append(statistics.mean(h["seconds"] for h in history))
                 row.sgd_seconds.append(history[-1]["sgd_seconds"])
                 print(
-                    f"{name} {engine} seed {seed}: test accuracy {100 * row.final[-1]:.2f}% (best epoch {100 * row.best[-1]:.2f}%), "
+                    f"{name} {engine} seed {seed}: test accuracy {100 * row.final[-1]:.2f}% "
+                    f"(best epoch {100 * row.best[-1]:.2f}%), "
                     f"{len(history)} epochs, {row.seconds_per_epoch[-1]:.2f} s/epoch",
                     file=out,
                     flush=True,
@@ -182,7 +187,8 @@ def reproduce(
         writer.writeheader()
         writer.writerows(row.values() for row in rows.values())
     print(
-        f"\n{table}\ntable written to {parent / 'reproduce.md'} and reproduce.csv; view the runs with: tensorboard --logdir {parent}",
+        f"\n{table}\ntable written to {parent / 'reproduce.md'} and reproduce.csv; "
+        f"view the runs with: tensorboard --logdir {parent}",
         file=out,
         flush=True,
     )
@@ -196,7 +202,8 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_CONFIGURATIONS),
         choices=CONFIGURATIONS,
         metavar="NAME",
-        help=f"what to train, in order: {', '.join(CONFIGURATIONS)} (default: {' '.join(DEFAULT_CONFIGURATIONS)})",
+        help=f"what to train, in order: {', '.join(CONFIGURATIONS)} "
+        f"(default: {' '.join(DEFAULT_CONFIGURATIONS)})",
     )
     parser.add_argument(
         "--seeds",

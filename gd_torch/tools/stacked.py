@@ -1,4 +1,5 @@
-"""K networks of one shape trained as one computation: their weights stacked on a leading copy dimension.
+"""K networks of one shape trained as one computation: their weights stacked on a leading copy
+dimension.
 
     W^l of copy k = layers[l-1].weight[k]     stacked (K, n_l, n_{l-1})
     b^l of copy k = layers[l-1].bias[k]       stacked (K, n_l)
@@ -25,7 +26,8 @@ from gd_torch.core.model import Network
 
 
 class StackedNetworks(nn.Module):
-    """K ``Network``s of the same sizes as one module; ``forward`` maps (K, n, 784) to (K, n, 10)."""
+    """K ``Network``s of the same sizes as one module; ``forward`` maps (K, n, 784) to
+    (K, n, 10)."""
 
     def __init__(self, networks: list[Network]):
         super().__init__()
@@ -36,7 +38,8 @@ class StackedNetworks(nn.Module):
         for name, value in stacked.items():
             _, index, kind = name.split(".")
             self.layers[int(index)].register_parameter(kind, nn.Parameter(value.detach()))
-        # Only the structure is needed (functional_call supplies the weights); a tuple keeps it out of parameters().
+        # Only the structure is needed (functional_call supplies the weights); a tuple keeps it
+        # out of parameters().
         self._structure = (copy.deepcopy(networks[0]).to("meta"),)
 
     def __len__(self) -> int:
@@ -57,7 +60,8 @@ class StackedNetworks(nn.Module):
 
     @torch.no_grad()
     def copy_into(self, k: int, network: Network) -> Network:
-        """Write copy k's weights, and its gradients when there are any, into ``network`` (for evaluation and logging)."""
+        """Write copy k's weights, and its gradients when there are any, into ``network`` (for
+        evaluation and logging)."""
         for stacked, own in zip(self.parameters(), network.parameters(), strict=True):
             own.copy_(stacked[k])
             own.grad = None if stacked.grad is None else stacked.grad[k]
@@ -67,7 +71,8 @@ class StackedNetworks(nn.Module):
 def autograd_gradients(
     stacked: StackedNetworks, images: Tensor, targets: Tensor, convention: str
 ) -> Tensor:
-    """∇C_k of every copy by torch.autograd through the vmapped forward; returns the costs C_k, (K,)."""
+    """∇C_k of every copy by torch.autograd through the vmapped forward; returns the costs C_k,
+    (K,)."""
     stacked.zero_grad(set_to_none=True)
     costs = cost(stacked(images), targets, convention)  # (K,)
     costs.sum().backward()  # copy k's weights enter only C_k: each gets its own ∇C_k

@@ -1,15 +1,16 @@
-"""Seed and learning-rate sweeps in one process: K copies of the network trained as one batched computation.
+"""Seed and learning-rate sweeps in one process: K copies of the network trained as one batched
+computation.
 
-    gd-torch sweep --num-seeds 16 --epochs 30                      # seeds 0..15 of the default run
-    gd-torch sweep --seeds 0 1 2 --learning-rates 0.5 1.5 3.0      # 9 copies: every rate with every seed
-    tensorboard --logdir runs/<sweep directory>                    # one run per copy; HPARAMS compares them
+    gd-torch sweep --num-seeds 16 --epochs 30                  # seeds 0..15 of the default run
+    gd-torch sweep --seeds 0 1 2 --learning-rates 0.5 1.5 3.0  # 9 copies: each rate with each seed
+    tensorboard --logdir runs/<sweep directory>                # a run per copy; compare in HPARAMS
 
 Copy k is the run ``gd-torch train --seed s_k --learning-rate η_k`` (all other options the same)
 would make: initial weights and batch order from its own ``seeded_generators(s_k)``, its own η_k
 (and schedule). Each step takes every copy's own mini-batch at once, (K, B, 784), through the
-stacked weights of ``gd_torch.tools.stacked``. The copies differ from single runs only by the rounding
-of batched instead of single matmuls (float32); SGD being chaotic, that difference stays at
-rounding level for hundreds of steps and grows over thousands.
+stacked weights of ``gd_torch.tools.stacked``. The copies differ from single runs only by the
+rounding of batched instead of single matmuls (float32); SGD being chaotic, that difference stays
+at rounding level for hundreds of steps and grows over thousands.
 """
 
 import csv
@@ -51,7 +52,8 @@ class SweepResult:
 
 
 def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[TrainingSettings]:
-    """One config per (learning rate, seed), rates outermost; ``learning_rates`` defaults to the base one."""
+    """One config per (learning rate, seed), rates outermost; ``learning_rates`` defaults to the
+    base one."""
     seeds, learning_rates = list(seeds), list(learning_rates or [base.learning_rate])
     for name, values in (("seeds", seeds), ("learning-rates", learning_rates)):
         if not values or len(set(values)) != len(values):
@@ -236,7 +238,8 @@ def _by_rate(configs: list[TrainingSettings], values: list) -> dict[float, list]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value) of the finite values; NaN when there are none."""
+    """Mean and sample standard deviation (0 for one value) of the finite values; NaN when there
+    are none."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return math.nan, math.nan
@@ -268,7 +271,8 @@ def epoch_line(
 def write_summary(
     sweep_dir: Path, configs: list[TrainingSettings], run_dirs: list[Path], finals: list[dict]
 ) -> str:
-    """summary.csv (one row per copy) and summary.md (mean ± std over the seeds per learning rate); returns the Markdown."""
+    """summary.csv (one row per copy) and summary.md (mean ± std over the seeds per learning
+    rate); returns the Markdown."""
     with open(sweep_dir / "summary.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["learning_rate", "seed", *FINAL_METRICS, "run_dir"])
