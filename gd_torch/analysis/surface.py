@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from gd_torch.core.data import Split
+from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import Metrics
 from gd_torch.core.stacked import StackedNetworks, evaluate_copies
 
@@ -74,6 +75,19 @@ def path_plane(points: Tensor, origin: Tensor, generator: torch.Generator) -> Pl
         float(singular_values[k] ** 2 / spread) if k < rank else 0.0 for k in range(2)
     ]  # σ_k² / Σσ²
     return Plane(origin, directions.to(points.dtype), (shares[0], shares[1]))
+
+
+def check_grid(grid_size: int, surface_digits: int) -> None:
+    """The grid must have a centre (odd size); the surface's digits are a count, 0 for all."""
+    if not (isinstance(grid_size, int) and grid_size >= 3 and grid_size % 2 == 1):
+        raise GdTorchError(
+            f"--grid-size must be an odd integer >= 3 (the centre is the point the plane is "
+            f"drawn around), not {grid_size}"
+        )
+    if not (isinstance(surface_digits, int) and surface_digits >= 0):
+        raise GdTorchError(
+            f"--surface-digits must be an integer >= 0 (0: all), not {surface_digits}"
+        )
 
 
 def grid_axes(coordinates: Tensor, size: int) -> tuple[Tensor, Tensor]:
