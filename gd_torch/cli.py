@@ -379,13 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--surface-digits",
         type=int,
         default=10_000,
-        help="the surface's cost over the first N training digits, 0 for all (default: 10000)",
+        help="the surface's cost over N training digits chosen at random once (the same N for "
+        "every run), 0 for all (default: 10000)",
     )
     analyze.add_argument(
         "--gradient-draws",
         type=int,
-        default=500,
-        help="random mini-batches per batch size, to compare with the full gradient (default: 500)",
+        default=200,
+        help="random mini-batches per batch size, to compare with the full gradient (default: 200)",
     )
     analyze.add_argument(
         "--digit-index",
@@ -450,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--surface-digits",
         type=int,
         default=10_000,
-        help="the surface's cost over the first N training digits, 0 for all (default: 10000)",
+        help="the surface's cost over N training digits chosen at random once (the same N for "
+        "every run), 0 for all (default: 10000)",
     )
     descend.set_defaults(run=_descend)
 

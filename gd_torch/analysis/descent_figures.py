@@ -278,7 +278,7 @@ def _first_layer(ax, weights: Tensor, label: str) -> None:
     rgb[np.isnan(mosaic)] = 0.35  # grey gaps between the neurons, so that black reads as 0
     ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(f"{label}: −∂C/∂W¹ of each neuron, full brightness at ±{scale:.2g}", fontsize=8)
+    ax.set_title(f"{label}: −∂C/∂W¹, each neuron (full brightness ±{scale:.2g})", fontsize=8)
 
 
 def nudges(

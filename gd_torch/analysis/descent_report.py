@@ -11,10 +11,12 @@ from gd_torch.analysis.nudges import nudges
 from gd_torch.analysis.surface import (
     LINE_TIMES,
     cost_on_plane,
+    fixed_subset,
     grid_axes,
     line_points,
     metrics_at,
     path_plane,
+    subset_words,
 )
 from gd_torch.core.data import Mnist, Split
 from gd_torch.core.model import Network
@@ -51,24 +53,24 @@ def surface(
     if not torch.equal(path[-1], end):  # a checkpoint taken between snapshots ends the path
         path = torch.cat([path, end[None]])
     plane = path_plane(path, end, torch.Generator().manual_seed(config.seed))
-    subset = data.train if not surface_digits else data.train[:surface_digits]
+    subset = fixed_subset(data.train, surface_digits)
     coordinates = plane.coordinates(path)
     alphas, betas = grid_axes(coordinates, grid_size)
     costs = cost_on_plane(plane, alphas, betas, sizes, subset, config.cost)
     path_costs = torch.tensor(
         [m.cost for m in metrics_at(plane.points(coordinates), sizes, subset, config.cost)]
     )
-    off_plane = (plane.distances(path) / (path - end).norm(dim=1).clamp_min(1e-30)).max()
     centre = costs[grid_size // 2, grid_size // 2].item()
+    start_cost = metrics_at(path[:1], sizes, subset, config.cost)[0].cost
     lines += [
         f"cost surface ({described}): the plane through the trained weights along the path's first "
         f"two principal components, which hold {100 * plane.variance[0]:.1f}% + "
         f"{100 * plane.variance[1]:.1f}% = {100 * sum(plane.variance):.1f}% of its spread about "
-        f"them; no snapshot lies farther from the plane than {100 * off_plane:.1f}% of its "
-        "distance from them",
-        f"  training cost over the first {len(subset):,} training digits on a {grid_size} x "
+        "them",
+        f"  training cost over {subset_words(subset, data.train)} on a {grid_size} x "
         f"{grid_size} grid (α to ±{alphas[-1]:.3g}, β to ±{betas[-1]:.3g}): {costs.min():.4f} to "
-        f"{costs.max():.4f}; {centre:.4f} at the centre, the trained weights",
+        f"{costs.max():.4f}; {centre:.4f} at the centre, the trained weights; the path's start "
+        f"costs {start_cost:.4f}, its shadow on the plane {path_costs[0]:.4f}",
     ]
     figure = descent_figures.cost_surface(
         alphas,
@@ -78,7 +80,7 @@ def surface(
         path_costs,
         plane.variance,
         f"The cost surface around the trained weights, on the plane of the path's two main "
-        f"directions ({len(subset):,} training digits, {grid_size} x {grid_size} networks)",
+        f"directions ({subset_words(subset, data.train)}, {grid_size} x {grid_size} networks)",
     )
 
     points = line_points(point_of(initial), end, LINE_TIMES)

@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from gd_torch.analysis import descent_report, figures
+from gd_torch.analysis.gradient_quality import DRAWS
 from gd_torch.analysis.one_weight import OneWeight, descend
 from gd_torch.analysis.outputs import Answers, Mistakes, noise_images, outputs
 from gd_torch.analysis.sensitivity import full_gradient, most_sensitive
@@ -43,7 +44,7 @@ def analyze(
     out=None,
     grid_size: int = 41,
     surface_digits: int = 10_000,
-    gradient_draws: int = 500,
+    gradient_draws: int = DRAWS,
     digit_index: int = 1,
 ) -> dict[str, Path]:
     """Draw every figure, write it as ``<run dir>/<name>.png`` and into TensorBoard; returns

