@@ -88,7 +88,7 @@ def cost_surface(
         antialiased=False,
         alpha=0.85,
     )
-    _path(surface_ax, path, "the path", "white", np.log10(path_costs))
+    _path(surface_ax, path, "the path", "white", path_costs.log10())
     surface_ax.scatter(
         [0],
         [0],
