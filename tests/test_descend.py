@@ -2,7 +2,6 @@
 equal steps, on one plane."""
 
 import io
-import re
 
 import pytest
 import torch
@@ -50,7 +49,8 @@ def test_the_walkers_start_together_and_take_their_steps(walked):
     for d, last_step in zip(descents, (STEPS, STEPS, 60)):  # max(steps, one epoch of steps)
         assert torch.equal(d.trajectory.points[0], point_of(initial))
         assert d.trajectory.steps[0] == 0 and d.trajectory.steps[-1] == last_step
-        assert {1, 10, STEPS, d.steps_per_epoch} <= set(d.trajectory.steps)
+        assert set(range(STEPS + 1)) | {d.steps_per_epoch} <= set(d.trajectory.steps)
+        assert {0, 1, 10, STEPS, d.steps_per_epoch, last_step} <= set(d.measured)
 
 
 def test_gradient_descent_is_plain_full_batch_descent(walked):
@@ -79,22 +79,26 @@ def test_gradient_descent_is_plain_full_batch_descent(walked):
 
 def test_the_comparison_prints_the_costs_and_names_the_lowest(walked):
     _, descents, printed = walked
-    rows = {
-        name: row
-        for name, row in re.findall(r"^(gradient descent|SGD, batch \d+) +(.*)$", printed, re.M)
-    }
-    for d in descents:
-        same_compute = d.at(d.steps_per_epoch)[0].cost
-        same_steps = d.at(STEPS)[0].cost
-        assert f"{same_compute:.4f}" in rows[d.name] and f"{same_steps:.4f}" in rows[d.name]
-    for label, step_of in (
-        ("at 1 epoch(s), the same compute", lambda d: d.steps_per_epoch),
-        (f"at {STEPS} steps", lambda d: STEPS),
+    for heading, step_of in (
+        ("at 1 epoch(s) each, the same compute", lambda d: d.steps_per_epoch),
+        (f"at {STEPS} steps each", lambda d: STEPS),
     ):
+        block = printed.split(f"{heading}:\n")[1].split("\n")[:5]  # the header, 3 rows, lowest
+        for d, row in zip(descents, block[1:4], strict=True):
+            train, test = d.at(step_of(d))
+            assert row.split() == [
+                *d.name.split(),
+                f"{d.batch_size:,}",
+                f"{step_of(d):,}",
+                f"{step_of(d) / d.steps_per_epoch:.3g}",
+                f"{train.cost:.4f}",
+                f"{100 * test.accuracy:.2f}%",
+            ]
         best = min(descents, key=lambda d: d.at(step_of(d))[0].cost)
-        assert f"{label}: the lowest training cost is {best.name}'s" in printed
+        assert block[4].startswith(f"  the lowest training cost: {best.name}'s")
     assert printed.count("  gradient descent   0: ") == 1  # the path, printed
-    assert "the shared plane through the start holds" in printed
+    assert "the whole paths on one plane through the start: it holds" in printed
+    assert f"the first {STEPS} steps on one plane through the start" in printed
 
 
 def test_the_figure_table_and_paths_are_written(walked):

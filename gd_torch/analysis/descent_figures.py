@@ -14,6 +14,7 @@ from torch import Tensor
 from gd_torch.analysis import figures
 from gd_torch.analysis.gradient_quality import GradientQuality
 from gd_torch.analysis.nudges import Nudges
+from gd_torch.analysis.surface import Surface
 from gd_torch.core.evaluate import Metrics
 
 PATH_COLOURS = ("white", "tab:orange", "tab:red", "tab:pink")
@@ -161,53 +162,43 @@ def cost_line(
 
 
 def descent_paths(
-    alphas: Tensor,
-    betas: Tensor,
-    costs: Tensor,
-    variance: tuple[float, float],
-    paths: dict[str, dict],
-    equal_epochs: float,
+    surfaces: dict[str, tuple[Surface, list[Tensor]]],
+    curves: dict[str, dict],
+    equal_epochs: int,
     equal_steps: int,
     title: str,
 ) -> Figure:
-    """Several descents from one start on one shared plane, and their costs against the epochs
-    and against the steps. ``paths[label]`` holds ``coordinates`` (S, 2), ``steps`` (S,),
-    ``epochs`` (S,) and ``costs`` (S,) of its snapshots."""
+    """Top: each plane of ``surfaces`` (the whole paths; their first steps), its cost and every
+    walker's path projected onto it (coordinates (S, 2), in the order of ``curves``). Bottom: each
+    walker's cost against the epochs and against the steps (``curves[name]``: ``steps``,
+    ``epochs``, ``costs``)."""
     figure = figures._figure("descent_paths")
     figure.suptitle(title)
-    plane_ax, epochs_ax, steps_ax = figure.subplots(1, 3, width_ratios=[1.3, 1, 1])
-    filled = _contour(plane_ax, alphas, betas, costs, variance)
-    figure.colorbar(filled, ax=plane_ax, label="training cost C (log scale)", format="%.3g")
-    for (label, path), colour in zip(paths.items(), PATH_COLOURS):
-        _path(plane_ax, path["coordinates"], label, colour)
-        epochs_ax.plot(
-            path["epochs"],
-            path["costs"],
-            color=colour if colour != "white" else "black",
-            label=label,
-        )
-        steps_ax.plot(
-            path["steps"],
-            path["costs"],
-            color=colour if colour != "white" else "black",
-            label=label,
-        )
-    plane_ax.plot(0, 0, marker="o", color="white", markersize=8, linestyle="")
-    plane_ax.annotate(
-        "the common start", (0, 0), color="white", xytext=(6, -12), textcoords="offset points"
-    )
-    plane_ax.legend(fontsize="small", facecolor="lightgrey")
-    plane_ax.set_title("the paths on one plane (principal components of all of them)")
+    (whole_ax, first_ax), (epochs_ax, steps_ax) = figure.subplots(2, 2)
+    colours = dict(zip(curves, PATH_COLOURS))
+    for ax, (label, (surface, paths)) in zip((whole_ax, first_ax), surfaces.items()):
+        filled = _contour(ax, surface.alphas, surface.betas, surface.costs, surface.plane.variance)
+        figure.colorbar(filled, ax=ax, label="training cost C (log scale)", format="%.3g")
+        for name, coordinates in zip(curves, paths):
+            _path(ax, coordinates, name, colours[name])
+        ax.plot(0, 0, marker="o", color="white", markersize=8, linestyle="")
+        ax.annotate("start", (0, 0), color="white", xytext=(6, -12), textcoords="offset points")
+        ax.legend(fontsize="small", facecolor="lightgrey")
+        ax.set_title(f"{label}, on their own plane through the start")
+    for name, curve in curves.items():
+        colour = "black" if colours[name] == "white" else colours[name]
+        epochs_ax.plot(curve["epochs"], curve["costs"], color=colour, label=name)
+        steps_ax.plot(curve["steps"], curve["costs"], color=colour, label=name)
     for ax, x, unit in ((epochs_ax, equal_epochs, "epochs"), (steps_ax, equal_steps, "steps")):
         ax.axvline(x, color="grey", linestyle=":")
         ax.set_xscale("symlog", linthresh=1 if unit == "steps" else 1e-3)
         ax.set_xlim(left=0)
         _log_cost_axis(ax)
         ax.set_xlabel(f"{unit} (symmetric log scale)")
-        ax.set_ylabel("training cost C")
+        ax.set_ylabel("training cost C (all training digits)")
         ax.legend(fontsize="small")
-    epochs_ax.set_title(f"against the epochs (the same compute): at {equal_epochs:g}")
-    steps_ax.set_title(f"against the steps: at {equal_steps:,}")
+    epochs_ax.set_title(f"against the epochs, the same compute: compared at {equal_epochs:g}")
+    steps_ax.set_title(f"against the steps: compared at {equal_steps:,}")
     return figure
 
 

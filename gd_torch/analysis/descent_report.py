@@ -10,13 +10,11 @@ from gd_torch.analysis.gradient_quality import gradient_quality, mini_batches
 from gd_torch.analysis.nudges import nudges
 from gd_torch.analysis.surface import (
     LINE_TIMES,
-    cost_on_plane,
     fixed_subset,
-    grid_axes,
     line_points,
     metrics_at,
-    path_plane,
     subset_words,
+    surface_through,
 )
 from gd_torch.core.data import Mnist, Split
 from gd_torch.core.model import Network
@@ -27,7 +25,7 @@ from gd_torch.core.weight_space import point_of
 NUDGE_BATCH = 100
 
 
-def surface(
+def surface_and_line(
     trained: Network,
     initial: Network,
     config: TrainingSettings,
@@ -52,11 +50,10 @@ def surface(
         )
     if not torch.equal(path[-1], end):  # a checkpoint taken between snapshots ends the path
         path = torch.cat([path, end[None]])
-    plane = path_plane(path, end, torch.Generator().manual_seed(config.seed))
     subset = fixed_subset(data.train, surface_digits)
+    surface = surface_through(path, end, grid_size, sizes, subset, config.cost, config.seed)
+    plane, alphas, betas, costs = surface.plane, surface.alphas, surface.betas, surface.costs
     coordinates = plane.coordinates(path)
-    alphas, betas = grid_axes(coordinates, grid_size)
-    costs = cost_on_plane(plane, alphas, betas, sizes, subset, config.cost)
     path_costs = torch.tensor(
         [m.cost for m in metrics_at(plane.points(coordinates), sizes, subset, config.cost)]
     )

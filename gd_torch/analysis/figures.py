@@ -29,7 +29,7 @@ SIZES = {  # (width, height) in inches; the PNG is DPI times that in pixels
     "hidden_layers": (10, 9),
     "cost_surface": (15, 6.5),
     "cost_line": (9, 5.5),
-    "descent_paths": (18, 6),
+    "descent_paths": (14, 11),
     "gradient_quality": (12, 8),
     "nudges": (13, 16),
 }

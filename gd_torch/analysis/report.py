@@ -94,7 +94,7 @@ def analyze(
         _mistakes,
         _hidden_layers,
         partial(
-            descent_report.surface,
+            descent_report.surface_and_line,
             trajectory=trajectory,
             step=state["step"],
             grid_size=grid_size,

@@ -152,6 +152,34 @@ def cost_on_plane(
     return torch.tensor(rows, dtype=torch.float64)
 
 
+@dataclass(frozen=True)
+class Surface:
+    """The cost on a grid over a plane: ``costs[j, i]`` at α_i, β_j."""
+
+    plane: Plane
+    alphas: Tensor
+    betas: Tensor
+    costs: Tensor
+
+
+def surface_through(
+    points: Tensor,
+    origin: Tensor,
+    grid_size: int,
+    sizes: tuple[int, ...],
+    split: Split,
+    convention: str,
+    seed: int,
+) -> Surface:
+    """The plane through ``origin`` of the points' first two principal components about it, and
+    the cost over ``split`` on a ``grid_size`` x ``grid_size`` grid reaching past the points."""
+    plane = path_plane(points, origin, torch.Generator().manual_seed(seed))
+    alphas, betas = grid_axes(plane.coordinates(points), grid_size)
+    return Surface(
+        plane, alphas, betas, cost_on_plane(plane, alphas, betas, sizes, split, convention)
+    )
+
+
 def line_points(start: Tensor, end: Tensor, times: Tensor) -> Tensor:
     """θ(t) = (1 − t) start + t end for each t, (T, P): ``torch.lerp``, exact at t = 0 and 1."""
     return torch.lerp(start.expand(len(times), -1), end, times[:, None].to(start.dtype))

@@ -28,17 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from gd_torch.analysis import descent_figures
 from gd_torch.analysis.report import write_figures
 from gd_torch.analysis.surface import (
     check_grid,
-    cost_on_plane,
     fixed_subset,
-    grid_axes,
     metrics_at,
-    path_plane,
     subset_words,
+    surface_through,
 )
 from gd_torch.core.data import shuffled_batches
 from gd_torch.core.engines import ENGINES
@@ -56,19 +55,24 @@ SNAPSHOTS = 60  # points of each path, spaced evenly in log(step): the start is 
 
 @dataclass
 class Descent:
-    """One walker: its batch size, the snapshots of its path, and the full training cost and test
-    accuracy at the snapshots."""
+    """One walker: its batch size, the snapshots of its path (every step up to --steps, then
+    fewer), and the training cost and test accuracy at the ``measured`` ones."""
 
     name: str
     batch_size: int
     steps_per_epoch: int
     trajectory: Trajectory
+    measured: list[int]  # the steps at which train and test were evaluated
     train: list[Metrics]
     test: list[Metrics]
 
     def at(self, step: int) -> tuple[Metrics, Metrics]:
-        index = self.trajectory.steps.index(step)
+        index = self.measured.index(step)
         return self.train[index], self.test[index]
+
+    def points_until(self, step: int) -> Tensor:
+        """The snapshots θ of the first ``step`` steps, (S, P)."""
+        return self.trajectory.until(step).points
 
 
 def snapshot_steps(total: int, also: tuple[int, ...]) -> set[int]:
@@ -165,15 +169,15 @@ def descend(
         settings = dataclasses.replace(base, batch_size=batch_size)
         per_epoch = math.ceil(count / batch_size)
         total = max(steps, epochs * per_epoch)
-        trajectory = walk(
-            initial, settings, data, total, snapshot_steps(total, (steps, epochs * per_epoch))
-        )
+        measured = sorted(snapshot_steps(total, (steps, epochs * per_epoch)))
+        trajectory = walk(initial, settings, data, total, set(measured) | set(range(steps + 1)))
+        points = trajectory.points[[trajectory.steps.index(step) for step in measured]]
         train, test = (
-            metrics_at(trajectory.points, base.layer_sizes, split, base.cost)
+            metrics_at(points, base.layer_sizes, split, base.cost)
             for split in (data.train, data.test)
         )
         name = "gradient descent" if batch_size == count else f"SGD, batch {batch_size}"
-        descents.append(Descent(name, batch_size, per_epoch, trajectory, train, test))
+        descents.append(Descent(name, batch_size, per_epoch, trajectory, measured, train, test))
         trajectory.save(run_dir / f"trajectory_b{batch_size}.pt")
 
     lines = comparison(descents, epochs, steps, count)
@@ -181,33 +185,31 @@ def descend(
         print(line, file=out, flush=True)
     (run_dir / "descend.md").write_text("\n".join(["```", *lines, "```", ""]))
 
-    start = point_of(initial)
-    everything = torch.cat([d.trajectory.points for d in descents])
-    plane = path_plane(everything, start, torch.Generator().manual_seed(seed))
-    alphas, betas = grid_axes(plane.coordinates(everything), grid_size)
-    subset = fixed_subset(data.train, surface_digits)
-    costs = cost_on_plane(plane, alphas, betas, base.layer_sizes, subset, base.cost)
-    print(
-        f"the shared plane through the start holds {100 * sum(plane.variance):.1f}% of the paths' "
-        f"spread ({100 * plane.variance[0]:.1f}% + {100 * plane.variance[1]:.1f}%); its cost over "
-        f"{subset_words(subset, data.train)} on a {grid_size} x {grid_size} grid",
-        file=out,
-    )
-    paths = {
-        d.name: {
-            "coordinates": plane.coordinates(d.trajectory.points),
-            "steps": d.trajectory.steps,
-            "epochs": [step / d.steps_per_epoch for step in d.trajectory.steps],
-            "costs": [m.cost for m in d.train],
-        }
-        for d in descents
-    }
+    start, subset = point_of(initial), fixed_subset(data.train, surface_digits)
+    surfaces = {}  # the whole paths, and their first --steps steps (the equal-steps comparison)
+    for label, until in (("the whole paths", None), (f"the first {steps:,} steps", steps)):
+        parts = [d.trajectory.points if until is None else d.points_until(until) for d in descents]
+        surface = surface_through(
+            torch.cat(parts), start, grid_size, base.layer_sizes, subset, base.cost, seed
+        )
+        surfaces[label] = (surface, [surface.plane.coordinates(part) for part in parts])
+        print(
+            f"{label} on one plane through the start: it holds "
+            f"{100 * sum(surface.plane.variance):.1f}% of their spread "
+            f"({100 * surface.plane.variance[0]:.1f}% + {100 * surface.plane.variance[1]:.1f}%); "
+            f"the cost over {subset_words(subset, data.train)} on a {grid_size} x {grid_size} grid",
+            file=out,
+        )
     figure = descent_figures.descent_paths(
-        alphas,
-        betas,
-        costs,
-        plane.variance,
-        paths,
+        surfaces,
+        {
+            d.name: {
+                "steps": d.measured,
+                "epochs": [step / d.steps_per_epoch for step in d.measured],
+                "costs": [m.cost for m in d.train],
+            }
+            for d in descents
+        },
         epochs,
         steps,
         f"The careful man and the drunk man: gradient descent and SGD from the same start, "
@@ -223,36 +225,35 @@ def descend(
 
 
 def comparison(descents: list[Descent], epochs: int, steps: int, count: int) -> list[str]:
-    """The table of the costs reached at equal epochs and at equal steps, the verdicts, and each
-    path's cost at every power of 10 steps."""
-    lines = [
-        f"{'':<18}{'batch':>7}  | at {epochs} epoch(s): {'steps':>6} {'cost':>8} {'test acc':>8}"
-        f"  | at {steps:,} steps: {'epochs':>7} {'cost':>8} {'test acc':>8}"
-    ]
-    at_epochs, at_steps = {}, {}
-    for d in descents:
-        same_compute = epochs * d.steps_per_epoch
-        (train_e, test_e), (train_s, test_s) = d.at(same_compute), d.at(steps)
-        at_epochs[d.name], at_steps[d.name] = train_e.cost, train_s.cost
-        lines.append(
-            f"{d.name:<18}{d.batch_size:>7,}  | {'':>14}{same_compute:>6,} {train_e.cost:>8.4f} "
-            f"{100 * test_e.accuracy:>7.2f}%  | {'':>14}{steps / d.steps_per_epoch:>7.3g} "
-            f"{train_s.cost:>8.4f} {100 * test_s.accuracy:>7.2f}%"
-        )
-    for label, reached in (
-        (f"at {epochs} epoch(s), the same compute", at_epochs),
-        (f"at {steps:,} steps", at_steps),
+    """The costs reached at equal epochs and at equal steps, the lowest of each, and each path's
+    cost at every power of 10 steps."""
+    lines = []
+    for heading, step_of in (
+        (f"at {epochs} epoch(s) each, the same compute", lambda d: epochs * d.steps_per_epoch),
+        (f"at {steps:,} steps each", lambda d: steps),
     ):
-        best = min(reached, key=reached.get)
-        lines.append(f"{label}: the lowest training cost is {best}'s, {reached[best]:.4f}")
+        lines += [
+            f"{heading}:",
+            f"  {'walker':<18}{'batch':>7}{'steps':>8}{'epochs':>9}{'training cost':>15}"
+            f"{'test accuracy':>15}",
+        ]
+        reached = {}
+        for d in descents:
+            train, test = d.at(step_of(d))
+            reached[d.name] = train.cost
+            lines.append(
+                f"  {d.name:<18}{d.batch_size:>7,}{step_of(d):>8,}"
+                f"{step_of(d) / d.steps_per_epoch:>9.3g}{train.cost:>15.4f}"
+                f"{100 * test.accuracy:>14.2f}%"
+            )
+        lowest = min(reached, key=reached.get)
+        lines.append(f"  the lowest training cost: {lowest}'s, {reached[lowest]:.4f}")
     lines.append(
         f"the paths (training cost over all {count:,} training digits, at step 0, 1, 10, ...):"
     )
-    powers = {0} | {10**k for k in range(len(str(max(d.trajectory.steps[-1] for d in descents))))}
     for d in descents:
-        decades = [s for s in d.trajectory.steps if s in powers]
-        costs = ", ".join(
-            f"{s:,}: {d.train[d.trajectory.steps.index(s)].cost:.4f}" for s in decades
-        )
-        lines.append(f"  {d.name:<18} {costs}; {d.trajectory.steps[-1]:,}: {d.train[-1].cost:.4f}")
+        powers = [s for s in d.measured if s == 0 or s == 10 ** round(math.log10(s))]
+        shown = [*powers, d.measured[-1]]
+        costs = ", ".join(f"{s:,}: {d.at(s)[0].cost:.4f}" for s in dict.fromkeys(shown))
+        lines.append(f"  {d.name:<18} {costs}")
     return lines
