@@ -8,7 +8,7 @@ import math
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FuncFormatter
 from torch import Tensor
 
 from gd_torch.analysis import figures
@@ -25,11 +25,17 @@ def _levels(costs: np.ndarray) -> np.ndarray:
     return np.geomspace(costs.min(), costs.max(), 25)
 
 
+def _one_two_five(value: float, _position) -> str:
+    """Tick labels of a log axis as plain numbers, at 1, 2 and 5 times the powers of 10 only."""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:.3g}" if any(math.isclose(mantissa, m) for m in (1, 2, 5)) else ""
+
+
 def _log_cost_axis(ax) -> None:
-    """A log-scale cost axis with plain numbers (0.05, 0.1, ...) on its ticks."""
+    """A log-scale cost axis labelled 0.05, 0.1, 0.2, 0.5, 1, ..."""
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+    ax.yaxis.set_major_formatter(FuncFormatter(_one_two_five))
+    ax.yaxis.set_minor_formatter(FuncFormatter(_one_two_five))
 
 
 def _contour(ax, alphas: Tensor, betas: Tensor, costs: Tensor, variance: tuple[float, float]):

@@ -86,6 +86,7 @@ def surface_and_line(
     )
     start, finish = (LINE_TIMES == 0).nonzero().item(), (LINE_TIMES == 1).nonzero().item()
     on_the_way = [m.cost for m in train[start : finish + 1]]
+    lowest = min(range(len(train)), key=lambda i: train[i].cost)
     rise, rise_at = max(
         (on_the_way[j] - min(on_the_way[: j + 1]), j) for j in range(len(on_the_way))
     )  # the largest climb after a lower point
@@ -98,8 +99,8 @@ def surface_and_line(
         f"the straight line θ(t) = (1 − t) θ_0 + t θ* (Goodfellow et al. 2015): training cost "
         f"{train[start].cost:.4f} at the start, {train[finish].cost:.4f} at the trained weights, "
         f"{hill}; beyond the ends {train[0].cost:.4f} (t = −0.5) and {train[-1].cost:.4f} "
-        f"(t = 1.5); test accuracy {100 * test[start].accuracy:.1f}% → "
-        f"{100 * test[finish].accuracy:.1f}%"
+        f"(t = 1.5), lowest {train[lowest].cost:.4f} at t = {LINE_TIMES[lowest]:.2f}; test "
+        f"accuracy {100 * test[start].accuracy:.1f}% → {100 * test[finish].accuracy:.1f}%"
     )
     line = descent_figures.cost_line(LINE_TIMES, train, test, len(data.train), len(data.test))
     return {"cost_surface": figure, "cost_line": line}, lines
