@@ -119,36 +119,23 @@ def cost_line(
     figure = figures._figure("cost_line")
     ax = figure.subplots()
     t = times.numpy()
-    ax.plot(
-        t,
-        [m.cost for m in train],
-        color="black",
-        linewidth=1.5,
-        label=f"training cost ({train_size:,} digits)",
-    )
-    ax.plot(
-        t, [m.cost for m in test], color="tab:blue", linewidth=1, label=f"test cost ({test_size:,})"
-    )
+    accuracy_ax = ax.twinx()
+    for name, metrics, size, colour in (
+        ("training", train, train_size, "black"),
+        ("test", test, test_size, "tab:blue"),
+    ):
+        ax.plot(t, [m.cost for m in metrics], color=colour, label=f"{name} cost ({size:,} digits)")
+        accuracy_ax.plot(
+            t,
+            [100 * m.accuracy for m in metrics],
+            color=colour,
+            linestyle="--",
+            linewidth=1,
+            label=f"{name} accuracy",
+        )
     _log_cost_axis(ax)
     ax.set_xlabel("t:  θ(t) = (1 − t) θ₀ + t θ*")
     ax.set_ylabel("cost C (log scale)")
-    accuracy_ax = ax.twinx()
-    accuracy_ax.plot(
-        t,
-        [100 * m.accuracy for m in train],
-        color="black",
-        linestyle="--",
-        linewidth=1,
-        label="training accuracy",
-    )
-    accuracy_ax.plot(
-        t,
-        [100 * m.accuracy for m in test],
-        color="tab:blue",
-        linestyle="--",
-        linewidth=1,
-        label="test accuracy",
-    )
     accuracy_ax.set_ylabel("accuracy (%), dashed")
     accuracy_ax.set_ylim(0, 100)
     for position, label in ((0, "initial θ₀"), (1, "trained θ*")):
