@@ -5,14 +5,18 @@ import io
 import re
 
 import pytest
+import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gd_torch import train
-from gd_torch.analysis import figures
+from gd_torch.analysis import descent_report, figures
 from gd_torch.analysis.report import analyze
 from gd_torch.cli import main
+from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, settings_of
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.loop import prepare_data, seeded_generators
+from gd_torch.core.model import Network
 from gd_torch.core.settings import RunOptions
 from tests.configs import split
 from tests.fakes import write_mnist_files
@@ -115,14 +119,23 @@ def test_summary_gives_the_planes_share_of_the_path_and_the_medians(run, analyze
     assert "nudges of test digit #1 (a " in summary
 
 
-def test_without_a_trajectory_the_plane_holds_the_start_and_the_end(run, tmp_path):
-    lonely = tmp_path / "run"
-    lonely.mkdir()
-    (lonely / "last.pt").write_bytes((run.run_dir / "last.pt").read_bytes())
-    out = io.StringIO()
-    written = analyze(lonely / "last.pt", top=1, out=out, **SMALL)
-    assert "no trajectory.pt" in out.getvalue() and "hold 100.0% + 0.0%" in out.getvalue()
-    assert written["cost_surface"].is_file()
+def test_without_a_trajectory_the_plane_holds_the_start_and_the_end(run):
+    """A run from before trajectory.pt: the surface section alone (analyze passes it None when
+    the file is missing), not the whole of analyze again."""
+    checkpoint = run.run_dir / "last.pt"
+    state = load_checkpoint(checkpoint)
+    trained, config = network_from_checkpoint(state, checkpoint)
+    initial = Network(
+        config.layer_sizes, config.init, seeded_generators(config.seed)[0], config.torch_dtype
+    )
+    data = prepare_data(config, settings_of(state, checkpoint)[1], torch.device("cpu"))
+    drawn, lines = descent_report.surface_and_line(
+        trained, initial, config, data, None, state["step"], grid_size=5, surface_digits=0
+    )
+    assert lines[0].startswith("cost surface: the run has no trajectory.pt")
+    assert "no trajectory.pt: the initial and the trained weights only" in lines[1]
+    assert "hold 100.0% + 0.0%" in lines[1] and "on a 5 x 5 grid" in lines[2]
+    assert set(drawn) == {"cost_surface", "cost_line"}
 
 
 @pytest.mark.parametrize(
