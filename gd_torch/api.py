@@ -1,4 +1,5 @@
-"""The Python API: ``gd_torch.train`` is the core loop with the TensorBoard dashboard attached.
+"""The Python API: ``gd_torch.train`` is the core loop with the TensorBoard dashboard and the
+trajectory (``trajectory.pt``) attached.
 
 import gd_torch
 settings = gd_torch.TrainingSettings(epochs=5, momentum=0.9, learning_rate=0.3)
@@ -16,6 +17,7 @@ from gd_torch.core.loop import OptimizerFactory, TrainResult
 from gd_torch.core.model import Network
 from gd_torch.core.run import Callback
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.trajectory import TrajectoryRecorder
 from gd_torch.dashboard.tensorboard import TensorBoard
 
 
@@ -32,8 +34,10 @@ def train(
     out: IO[str] | None = None,
 ) -> TrainResult:
     """``gd_torch.core.loop.train``, logging to TensorBoard in the run directory unless
-    ``tensorboard`` is False (or ``options.runs_dir`` is None: then nothing is written)."""
+    ``tensorboard`` is False, and keeping the path of the weights in ``trajectory.pt`` (with
+    ``options.runs_dir`` None nothing is written)."""
     callbacks = [*callbacks, TensorBoard()] if tensorboard else list(callbacks)
+    callbacks.append(TrajectoryRecorder())
     return loop.train(
         settings,
         options,

@@ -120,6 +120,27 @@ def _analyze(arguments) -> None:
         arguments.download,
         arguments.top,
         arguments.one_weight_rate,
+        grid_size=arguments.grid_size,
+        surface_digits=arguments.surface_digits,
+        gradient_draws=arguments.gradient_draws,
+        digit_index=arguments.digit_index,
+    )
+
+
+def _descend(arguments) -> None:
+    from gd_torch.tools.descend import descend
+
+    descend(
+        arguments.data_root,
+        arguments.download,
+        arguments.learning_rate,
+        arguments.epochs,
+        arguments.steps,
+        tuple(arguments.batch_sizes),
+        arguments.seed,
+        arguments.runs_dir,
+        arguments.grid_size,
+        arguments.surface_digits,
     )
 
 
@@ -347,7 +368,93 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="η of the one-weight descent (default: chosen so its first step is 1)",
     )
+    analyze.add_argument(
+        "--grid-size",
+        type=int,
+        default=41,
+        help="the cost surface on N x N networks, the trained weights at the centre (odd; "
+        "default: 41)",
+    )
+    analyze.add_argument(
+        "--surface-digits",
+        type=int,
+        default=10_000,
+        help="the surface's cost over N training digits chosen at random once (the same N for "
+        "every run), 0 for all (default: 10000)",
+    )
+    analyze.add_argument(
+        "--gradient-draws",
+        type=int,
+        default=200,
+        help="random mini-batches per batch size, to compare with the full gradient (default: 200)",
+    )
+    analyze.add_argument(
+        "--digit-index",
+        type=int,
+        default=1,
+        help="the test digit whose nudges are drawn (default: 1, a 2)",
+    )
     analyze.set_defaults(run=_analyze)
+
+    descend = commands.add_parser(
+        "descend",
+        help="the careful man and the drunk man: gradient descent and SGD from the same start, "
+        "on one plane of the cost surface",
+    )
+    descend.add_argument(
+        "--data-root",
+        default=default_data_root(),
+        help="MNIST folder (default: $GD_TORCH_DATA or ./data)",
+    )
+    descend.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="download MNIST when missing",
+    )
+    descend.add_argument(
+        "--learning-rate",
+        type=float,
+        default=3.0,
+        help="η of every walker, constant (default: 3.0)",
+    )
+    descend.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="compare after this many passes over the training set: the same compute (default: 1)",
+    )
+    descend.add_argument(
+        "--steps", type=int, default=100, help="and after this many steps each (default: 100)"
+    )
+    descend.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[10, 100],
+        metavar="B",
+        help="the SGD walkers beside full-batch gradient descent (default: 10 100)",
+    )
+    descend.add_argument(
+        "--seed", type=int, default=0, help="the initial weights and batch order (default: 0)"
+    )
+    descend.add_argument(
+        "--runs-dir", default="runs", help="parent of the new run directory (default: runs)"
+    )
+    descend.add_argument(
+        "--grid-size",
+        type=int,
+        default=41,
+        help="the cost surface behind the paths on N x N networks (odd; default: 41)",
+    )
+    descend.add_argument(
+        "--surface-digits",
+        type=int,
+        default=10_000,
+        help="the surface's cost over N training digits chosen at random once (the same N for "
+        "every run), 0 for all (default: 10000)",
+    )
+    descend.set_defaults(run=_descend)
 
     predict = commands.add_parser(
         "predict", help="the digit a checkpoint's network sees in your own images"

@@ -2,16 +2,21 @@
 TensorBoard."""
 
 import io
+import re
 
 import pytest
+import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gd_torch import train
-from gd_torch.analysis import figures
+from gd_torch.analysis import descent_report, figures
 from gd_torch.analysis.report import analyze
 from gd_torch.cli import main
+from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, settings_of
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.loop import prepare_data, seeded_generators
+from gd_torch.core.model import Network
 from gd_torch.core.settings import RunOptions
 from tests.configs import split
 from tests.fakes import write_mnist_files
@@ -25,7 +30,12 @@ FIGURES = (
     "confusion_matrix",
     "misclassified",
     "hidden_layers",
+    "cost_surface",
+    "cost_line",
+    "gradient_quality",
+    "nudges",
 )
+SMALL = dict(grid_size=9, gradient_draws=40)  # the defaults' code, at a test's size
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +54,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def analyzed(run):
     out = io.StringIO()
-    written = analyze(run.run_dir / "last.pt", top=3, out=out)
+    written = analyze(run.run_dir / "last.pt", top=3, out=out, **SMALL)
     return written, out.getvalue()
 
 
@@ -91,8 +101,57 @@ def test_summary_names_the_sensitivities_noise_and_mistakes(analyzed):
     assert (
         "random noise" in summary
         and "confusion matrix" in summary
-        and "8 figures written" in summary
+        and "12 figures written" in summary
     )
+
+
+def test_summary_gives_the_planes_share_of_the_path_and_the_medians(run, analyzed):
+    _, summary = analyzed
+    snapshots = len(run.history) + 1  # step 0 and every epoch
+    assert f"cost surface ({snapshots} snapshots of trajectory.pt" in summary
+    shares = re.search(r"hold (\S+)% \+ (\S+)% = (\S+)% of its spread", summary)
+    first, second, both = map(float, shares.groups())
+    assert first >= second >= 0 and both == pytest.approx(first + second, abs=0.11) and both <= 100
+    assert "on a 9 x 9 grid" in summary and "Goodfellow" in summary
+    medians = re.findall(r"batch +([\d,]+): cosine (\S+) \| (\S+)", summary)
+    assert [size for size, _, _ in medians] == ["1", "10", "100", "600"]  # 1,000 > 600 digits
+    assert medians[-1][1:] == ("1.000", "1.000")
+    assert "nudges of test digit #1 (a " in summary
+
+
+def test_without_a_trajectory_the_plane_holds_the_start_and_the_end(run):
+    """A run from before trajectory.pt: the surface section alone (analyze passes it None when
+    the file is missing), not the whole of analyze again."""
+    checkpoint = run.run_dir / "last.pt"
+    state = load_checkpoint(checkpoint)
+    trained, config = network_from_checkpoint(state, checkpoint)
+    initial = Network(
+        config.layer_sizes, config.init, seeded_generators(config.seed)[0], config.torch_dtype
+    )
+    data = prepare_data(config, settings_of(state, checkpoint)[1], torch.device("cpu"))
+    drawn, lines = descent_report.surface_and_line(
+        trained, initial, config, data, None, state["step"], grid_size=5, surface_digits=0
+    )
+    assert lines[0].startswith("cost surface: the run has no trajectory.pt")
+    assert "no trajectory.pt: the initial and the trained weights only" in lines[1]
+    assert "hold 100.0% + 0.0%" in lines[1] and "on a 5 x 5 grid" in lines[2]
+    assert set(drawn) == {"cost_surface", "cost_line"}
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("grid_size", 10, "--grid-size must be an odd integer >= 3"),
+        ("grid_size", 1, "--grid-size must be an odd integer >= 3"),
+        ("surface_digits", -1, "--surface-digits must be an integer >= 0"),
+        ("gradient_draws", 0, "--gradient-draws must be a positive integer"),
+        ("digit_index", 200, "--digit-index must be a test digit, 0 to 199, not 200"),
+        ("digit_index", -1, "--digit-index must be a test digit"),
+    ],
+)
+def test_bad_analyze_options_are_one_line_errors(run, option, value, message):
+    with pytest.raises(GdTorchError, match=message):
+        analyze(run.run_dir / "last.pt", **{option: value})
 
 
 def test_image_every_zero_draws_nothing(tmp_path, fake_mnist_root):

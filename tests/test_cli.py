@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gd_torch.core.mnist_files import raw_folder
+from gd_torch.core.trajectory import FILE_NAME, Trajectory
 
 
 def gd_torch(*arguments, cwd=None):
@@ -33,6 +34,7 @@ def test_train_then_eval(tmp_path, fake_mnist_root):
     assert trained.returncode == 0, trained.stderr
     assert "hidden_sizes" in trained.stdout and "epoch 2/2" in trained.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
+    assert Trajectory.load(run_dir / FILE_NAME).epochs == [0, 1, 2]  # step 0 and every epoch
     evaluated = gd_torch("eval", run_dir / "last.pt", "--data-root", fake_mnist_root)
     assert evaluated.returncode == 0, evaluated.stderr
     last_epoch_accuracy = (

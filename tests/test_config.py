@@ -84,6 +84,7 @@ def test_settings_decide_the_result_and_options_do_not():
         "log_every",
         "image_every",
         "checkpoint_every",
+        "snapshot_every",
         "dry_run",
         "time_budget",
     } == options

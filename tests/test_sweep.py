@@ -18,7 +18,7 @@ from gd_torch.core.evaluate import evaluate
 from gd_torch.core.model import Network
 from gd_torch.core.run import gradient_norm
 from gd_torch.core.settings import RunOptions, TrainingSettings
-from gd_torch.tools.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
+from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
 from gd_torch.tools.sweep import FINAL_METRICS, sweep, sweep_settings
 from tests.fakes import synthetic_mnist
 

@@ -27,6 +27,11 @@ SIZES = {  # (width, height) in inches; the PNG is DPI times that in pixels
     "confusion_matrix": (7, 6.5),
     "misclassified": (10, 4.8),
     "hidden_layers": (10, 9),
+    "cost_surface": (15, 6.5),
+    "cost_line": (9, 5.5),
+    "descent_paths": (14, 11),
+    "gradient_quality": (12, 8),
+    "nudges": (13, 16),
 }
 TILE = 28  # an input image is TILE x TILE pixels
 

@@ -15,10 +15,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from gd_torch.analysis import figures
+from gd_torch.analysis import descent_report, figures
+from gd_torch.analysis.gradient_quality import DRAWS
 from gd_torch.analysis.one_weight import OneWeight, descend
 from gd_torch.analysis.outputs import Answers, Mistakes, noise_images, outputs
 from gd_torch.analysis.sensitivity import full_gradient, most_sensitive
+from gd_torch.analysis.surface import check_grid
 from gd_torch.core import manual
 from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, settings_of
 from gd_torch.core.data import Mnist
@@ -26,6 +28,7 @@ from gd_torch.core.errors import GdTorchError
 from gd_torch.core.loop import prepare_data, seeded_generators
 from gd_torch.core.model import Network
 from gd_torch.core.settings import TrainingSettings
+from gd_torch.core.trajectory import FILE_NAME, Trajectory
 
 HIDDEN_VIEW_DIGITS = 4
 MISTAKES_SHOWN = 24
@@ -39,6 +42,10 @@ def analyze(
     top: int = 5,
     one_weight_rate: float | None = None,
     out=None,
+    grid_size: int = 41,
+    surface_digits: int = 10_000,
+    gradient_draws: int = DRAWS,
+    digit_index: int = 1,
 ) -> dict[str, Path]:
     """Draw every figure, write it as ``<run dir>/<name>.png`` and into TensorBoard; returns
     {name: png path}."""
@@ -47,6 +54,9 @@ def analyze(
         raise GdTorchError(f"--top must be a positive integer, not {top}")
     if one_weight_rate is not None and not one_weight_rate > 0:
         raise GdTorchError(f"--one-weight-rate must be a number > 0, not {one_weight_rate}")
+    check_grid(grid_size, surface_digits)
+    if gradient_draws < 1:
+        raise GdTorchError(f"--gradient-draws must be a positive integer, not {gradient_draws}")
     state = load_checkpoint(checkpoint)
     trained, config = network_from_checkpoint(state, checkpoint)
     options = settings_of(state, checkpoint)[1]
@@ -58,6 +68,16 @@ def analyze(
     )  # the run's untrained network
     data = prepare_data(config, options, torch.device("cpu"))
     run_dir = Path(checkpoint).parent
+    if not 0 <= digit_index < len(data.test):
+        raise GdTorchError(
+            f"--digit-index must be a test digit, 0 to {len(data.test) - 1}, not {digit_index}"
+        )
+    trajectory = Trajectory.load(run_dir / FILE_NAME) if (run_dir / FILE_NAME).exists() else None
+    if trajectory is not None and trajectory.layer_sizes != config.layer_sizes:
+        raise GdTorchError(
+            f"{run_dir / FILE_NAME} holds a {trajectory.layer_sizes} network, the checkpoint a "
+            f"{config.layer_sizes} one"
+        )
     print(
         f"gd-torch analyze: {checkpoint}: {'-'.join(map(str, config.layer_sizes))} network "
         f"after {state['epoch']} epochs ({state['step']:,} SGD steps); "
@@ -73,6 +93,15 @@ def analyze(
         _noise,
         _mistakes,
         _hidden_layers,
+        partial(
+            descent_report.surface_and_line,
+            trajectory=trajectory,
+            step=state["step"],
+            grid_size=grid_size,
+            surface_digits=surface_digits,
+        ),
+        partial(descent_report.mini_batch_gradients, draws=gradient_draws),
+        partial(descent_report.one_examples_nudges, digit_index=digit_index),
     )
     for section in sections:
         section_figures, lines = section(trained, initial, config, data)
@@ -80,6 +109,19 @@ def analyze(
         for line in lines:
             print(line, file=out, flush=True)
 
+    written = write_figures(drawn, run_dir, state["step"])
+    print(
+        f"{len(written)} figures written to {run_dir}/ "
+        f"({', '.join(p.name for p in written.values())}) and to its "
+        f"TensorBoard log under IMAGES, analysis/ (tensorboard --logdir {run_dir.parent})",
+        file=out,
+    )
+    return written
+
+
+def write_figures(drawn: dict[str, Figure], run_dir: Path, step: int) -> dict[str, Path]:
+    """Each figure as ``run_dir/<name>.png`` and into the TensorBoard log there (IMAGES,
+    ``analysis/<name>`` at ``step``); returns {name: png path}."""
     written = {}
     writer = SummaryWriter(str(run_dir))
     try:
@@ -93,17 +135,11 @@ def analyze(
             writer.add_image(
                 f"analysis/{name}",
                 np.asarray(Image.open(png).convert("RGB")),
-                state["step"],
+                step,
                 dataformats="HWC",
             )
     finally:
         writer.close()
-    print(
-        f"{len(written)} figures written to {run_dir}/ "
-        f"({', '.join(p.name for p in written.values())}) and to its "
-        f"TensorBoard log under IMAGES, analysis/ (tensorboard --logdir {run_dir.parent})",
-        file=out,
-    )
     return written
 
 

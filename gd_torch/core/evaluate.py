@@ -52,7 +52,7 @@ def totals(
     outputs, split: Split, convention: str, batch_size: int = 10_000
 ) -> tuple[Tensor, Tensor]:
     """(Σ_x C_x, number classified right) over the split, chunk by chunk; () tensors for one
-    network, (K,) for K stacked ones (gd_torch.tools.stacked).
+    network, (K,) for K stacked ones (gd_torch.core.stacked).
 
     ``outputs`` maps images (n, 784) to output activations (n, 10), or (K, n, 10) for K networks.
     """

@@ -17,6 +17,8 @@ The same lines train K networks at once (``gd_torch.sweep``): with W^l stacked t
 batched matmul over the leading copy dimension and every sum runs over the examples (dim −2).
 """
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -56,27 +58,46 @@ def forward(network: Network, x: Tensor) -> list[Tensor]:
     return activations
 
 
-def backward(
-    network: Network, activations: list[Tensor], target: Tensor, convention: str
-) -> list[tuple[Tensor, Tensor]]:
-    """[(∂C/∂W^l, ∂C/∂b^l) for l = 1..L], the gradient of the cost C of this batch.
+class Backpropagation(NamedTuple):
+    """What BP1-BP4 compute for a batch, by layer l = 1..L (index l - 1)."""
 
-    ``activations`` comes from ``forward`` and is only read; ``target`` is the one-hot y (n, 10).
-    """
+    gradients: list[tuple[Tensor, Tensor]]  # (∂C/∂W^l, ∂C/∂b^l): BP4 and BP3
+    activation_gradients: list[Tensor]  # ∂C/∂a^l, (n, n_l): −1 times the nudge a^l wants
+    deltas: list[Tensor]  # δ^l = ∂C/∂z^l, (n, n_l): BP1 and BP2
+
+
+def backpropagate(
+    network: Network, activations: list[Tensor], target: Tensor, convention: str
+) -> Backpropagation:
+    """BP1-BP4 for this batch; ``activations`` comes from ``forward`` and is only read, and
+    ``target`` is the one-hot y (n, 10). Row x of ∂C/∂a^l and of δ^l is that of example x, with
+    the cost's 1/n in it: summed over the rows, they are those of the average cost C."""
     weights = [layer.weight for layer in network.layers]  # weights[l - 1] is W^l
     output = activations[-1]
-    # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
-    delta = cost_gradient(output, target, convention) * sigmoid_prime(output)
-    gradients = []
+    nabla_a = cost_gradient(output, target, convention)  # ∇_a C = ∂C/∂a^L, (n, 10)
+    delta = nabla_a * sigmoid_prime(output)  # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
+    gradients, activation_gradients, deltas = [], [], []
     for l in range(len(weights), 0, -1):  # l = L, L-1, ..., 1
+        activation_gradients.append(nabla_a)
+        deltas.append(delta)
         nabla_b = delta.sum(-2)  # BP3: ∂C/∂b^l = Σ_x δ^l_x, (n_l,)
         # BP4: ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T, (n_l, n_{l-1})
         nabla_w = delta.mT @ activations[l - 1]
         gradients.append((nabla_w, nabla_b))
         if l > 1:
+            # ∂C/∂a^{l-1} = (W^l)^T δ^l, summed over the neurons each one feeds, (n, n_{l-1})
+            nabla_a = delta @ weights[l - 1]
             # BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), (n, n_{l-1})
-            delta = (delta @ weights[l - 1]) * sigmoid_prime(activations[l - 1])
-    return gradients[::-1]
+            delta = nabla_a * sigmoid_prime(activations[l - 1])
+    return Backpropagation(gradients[::-1], activation_gradients[::-1], deltas[::-1])
+
+
+def backward(
+    network: Network, activations: list[Tensor], target: Tensor, convention: str
+) -> list[tuple[Tensor, Tensor]]:
+    """[(∂C/∂W^l, ∂C/∂b^l) for l = 1..L], the gradient of the cost C of this batch
+    (``backpropagate``'s BP3 and BP4)."""
+    return backpropagate(network, activations, target, convention).gradients
 
 
 @torch.no_grad()

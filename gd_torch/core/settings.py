@@ -192,6 +192,11 @@ class RunOptions:
         1,
         "write runs/<run>/last.pt every N epochs (and always after the last one and when stopped)",
     )
+    snapshot_every: int = _option(
+        0,
+        "also keep the weights after every N-th SGD step in runs/<run>/trajectory.pt, beside "
+        "those at step 0 and after every epoch (0: no more)",
+    )
     time_budget: float = _option(
         0.0,
         "also stop after the first epoch at whose end the SGD "
@@ -210,6 +215,17 @@ class RunOptions:
             _is_int(self.image_every) and self.image_every >= 0,
             "image_every",
             "a non-negative integer",
+        )
+        _require(
+            _is_int(self.snapshot_every) and self.snapshot_every >= 0,
+            "snapshot_every",
+            "a non-negative integer",
+        )
+        _require(
+            not (self.compile and self.snapshot_every),
+            "snapshot_every",
+            "0 with --compile (a compiled call takes 16 steps at once, so the weights between "
+            "them are never held; the snapshots after every epoch are kept)",
         )
         _require(
             _is_number(self.time_budget) and self.time_budget >= 0,

@@ -8,7 +8,7 @@ computation.
 Copy k is the run ``gd-torch train --seed s_k --learning-rate η_k`` (all other options the same)
 would make: initial weights and batch order from its own ``seeded_generators(s_k)``, its own η_k
 (and schedule). Each step takes every copy's own mini-batch at once, (K, B, 784), through the
-stacked weights of ``gd_torch.tools.stacked``. The copies differ from single runs only by the
+stacked weights of ``gd_torch.core.stacked``. The copies differ from single runs only by the
 rounding of batched instead of single matmuls (float32); SGD being chaotic, that difference stays
 at rounding level for hundreds of steps and grows over thousands.
 """
@@ -37,8 +37,10 @@ from gd_torch.core.run_dir import (
     write_json,
 )
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
+from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
+from gd_torch.core.trajectory import FILE_NAME, Trajectory
+from gd_torch.core.weight_space import point_of
 from gd_torch.dashboard.tensorboard import TrainingLog
-from gd_torch.tools.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
 
 FINAL_METRICS = ("test_accuracy", "best_test_accuracy", "test_cost", "train_cost")
 
@@ -131,6 +133,9 @@ def sweep(
     )
 
     logs = [TrainingLog(run_dir) for run_dir in run_dirs]
+    trajectories = [Trajectory(base.layer_sizes) for _ in configs]  # as gd-torch train keeps it
+    for trajectory, point in zip(trajectories, stacked.points()):
+        trajectory.add(0, 0, point)
     histories = [[] for _ in configs]
     train, step = data.train, 0
     try:
@@ -156,6 +161,9 @@ def sweep(
                 batch_costs = compute_gradients(stacked, images, targets, base.cost)  # (K,)
                 sgd_step(stacked, rates, base.weight_decay)
                 step += 1
+                if options.snapshot_every and step % options.snapshot_every == 0:
+                    for trajectory, point in zip(trajectories, stacked.points()):
+                        trajectory.add(step, epoch - 1, point)
                 if step % options.log_every == 0:
                     norms = stacked.gradient_norms().tolist()
                     for log, *values in zip(logs, batch_costs.tolist(), norms, rates.tolist()):
@@ -170,6 +178,8 @@ def sweep(
                     "learning_rate": config.learning_rate_at(epoch),
                 }
                 stacked.copy_into(k, network)
+                trajectories[k].add(step, epoch, point_of(network))
+                trajectories[k].save(run_dirs[k] / FILE_NAME)
                 best = max([metrics[best_by], *(h["best_accuracy"] for h in histories[k])])
                 histories[k].append({"epoch": epoch, "step": step, "best_accuracy": best} | metrics)
                 log.epoch(step, epoch, metrics, network)

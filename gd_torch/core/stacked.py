@@ -23,6 +23,7 @@ from gd_torch.core.data import Split
 from gd_torch.core.engines import ENGINES
 from gd_torch.core.evaluate import Metrics, totals
 from gd_torch.core.model import Network
+from gd_torch.core.weight_space import parameters_at
 
 
 class StackedNetworks(nn.Module):
@@ -42,8 +43,24 @@ class StackedNetworks(nn.Module):
         # out of parameters().
         self._structure = (copy.deepcopy(networks[0]).to("meta"),)
 
+    @classmethod
+    def at_points(cls, points: Tensor, sizes: tuple[int, ...]) -> "StackedNetworks":
+        """K networks of ``sizes`` whose weights and biases are the K points θ, rows of ``points``
+        (K, P) (``gd_torch.core.weight_space``): e.g. a grid over a plane of the cost surface."""
+        stacked = cls([Network(sizes, dtype=points.dtype)]).to(points.device)  # the layout
+        values = iter(parameters_at(points, sizes))  # W^1 (K, n_1, n_0), b^1 (K, n_1), ...
+        for layer in stacked.layers:
+            for kind in ("weight", "bias"):
+                layer.register_parameter(kind, nn.Parameter(next(values), requires_grad=False))
+        return stacked
+
     def __len__(self) -> int:
         return self.layers[0].weight.shape[0]
+
+    @torch.no_grad()
+    def points(self) -> Tensor:
+        """The K points θ_k (K, P), each copy's weights and biases as one vector."""
+        return torch.cat([weights.flatten(start_dim=1) for weights in self.parameters()], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         network = self._structure[0]
