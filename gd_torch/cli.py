@@ -1,6 +1,7 @@
 """The ``gd-torch`` command: one subcommand per task, each a thin layer over the library."""
 
 import argparse
+import dataclasses
 import sys
 
 from gd_torch.core.distributed import is_leader
@@ -16,6 +17,12 @@ from gd_torch.core.settings import (
 )
 from gd_torch.tools.reproduce import add_reproduce_arguments, run_reproduce
 
+SETTING_FLAGS = (
+    *(field.name for field in dataclasses.fields(TrainingSettings)),
+    "seeds",
+    "num_seeds",
+    "learning_rates",
+)  # what a sweep's copies are made of
 SETTINGS_TITLE = "training settings (they decide the result; --resume keeps them)"
 OPTIONS_TITLE = "run options (where and how it runs; --resume may change them)"
 
@@ -54,13 +61,25 @@ def _train(arguments) -> None:
 
 
 def _sweep(arguments) -> None:
-    from gd_torch.tools.sweep import sweep
+    from gd_torch.tools.shards import saved_options
+    from gd_torch.tools.sweep import resume_sweep, sweep
 
+    if arguments.resume:
+        given = [name for name in SETTING_FLAGS if getattr(arguments, name, None) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise GdTorchError(
+                f"{flag} cannot be given with --resume: a resumed sweep trains its own copies"
+            )
+        options = from_arguments(arguments, RunOptions, saved_options(arguments.resume))
+        resume_sweep(arguments.resume, options)
+        return
     settings = from_arguments(arguments, TrainingSettings)
     options = from_arguments(arguments, RunOptions)
-    if arguments.num_seeds < 1:
+    num_seeds = 1 if arguments.num_seeds is None else arguments.num_seeds
+    if num_seeds < 1:
         raise GdTorchError("--num-seeds must be a positive integer")
-    seeds = arguments.seeds or range(settings.seed, settings.seed + arguments.num_seeds)
+    seeds = arguments.seeds or range(settings.seed, settings.seed + num_seeds)
     sweep(settings, options, seeds, arguments.learning_rates)
 
 
@@ -209,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument(
         "--num-seeds",
         type=int,
-        default=1,
         metavar="K",
         help="train seeds --seed, --seed+1, ..., --seed+K-1 (default: 1)",
     )
@@ -219,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="η",
         help="train every seed at each rate (default: --learning-rate)",
+    )
+    sweep.add_argument(
+        "--resume",
+        metavar="SWEEP_DIR",
+        help="train the copies of that sweep that did not finish (from their last epoch's "
+        "checkpoint), keep the others, and write its summary; run options may change",
     )
     sweep.set_defaults(run=_sweep)
 

@@ -21,6 +21,7 @@ SIGTERM, a callback, --time-budget) are agreed with ``any_rank``, so all ranks s
 """
 
 import atexit
+import datetime
 import os
 
 import torch
@@ -31,15 +32,16 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
-def start(device: torch.device) -> torch.device:
+def start(device: torch.device, timeout: datetime.timedelta | None = None) -> torch.device:
     """Join torchrun's process group (gloo on CPU, nccl on CUDA) when launched by it; returns
-    this rank's device."""
+    this rank's device. ``timeout``: how long a collective waits for the other ranks (default:
+    torch's, 30 minutes for gloo)."""
     if not launched_by_torchrun() or dist.is_initialized():
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     atexit.register(dist.destroy_process_group)
     return device
 
