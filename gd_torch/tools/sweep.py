@@ -240,8 +240,9 @@ def train_copies(
         return SweepResult(sweep_dir, results)
     codes = [report["error"][1] for report in filter(None, reports) if report["error"]]
     message = (
-        f"{'; '.join(lost)}; {len(finished)} of {len(configs)} copies finished (summary.csv); "
-        f"continue with: {command} --resume {sweep_dir}"
+        f"{'; '.join(lost)}; {len(finished)} of {len(configs)} copies finished"
+        + (" (summary.csv)" if finished else "")
+        + f"; continue with: {command} --resume {sweep_dir}"
         + (" (under torchrun)" if ranks > 1 else "")
     )
     failure = GdTorchError(message)
