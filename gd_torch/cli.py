@@ -89,6 +89,17 @@ def _bench(arguments) -> None:
 
         bench_sweep(arguments.data_root, arguments.copies, arguments.train_images, arguments.epochs)
         return
+    if arguments.parallel:
+        from gd_torch.tools.bench_parallel import bench_parallel
+
+        bench_parallel(
+            arguments.data_root,
+            arguments.parallel_copies,
+            arguments.epochs,
+            arguments.parallel_batch_sizes,
+            arguments.rounds,
+        )
+        return
     from gd_torch.tools.bench import run_bench
 
     run_bench(
@@ -305,11 +316,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time both engines with --compile (default: yes)",
     )
     sweep_bench = bench.add_argument_group(
-        "--sweep",
-        "K seeds one after another vs one batched sweep, and torchrun with 1 and 2 processes",
+        "--sweep and --parallel",
+        "K seeds one after another vs one batched sweep; a sharded sweep and data parallelism on "
+        "1 and 2 processes",
     )
     sweep_bench.add_argument(
-        "--sweep", action="store_true", help="time sweeps and torchrun instead of the engines"
+        "--sweep", action="store_true", help="time sweeps instead of the engines"
+    )
+    sweep_bench.add_argument(
+        "--parallel",
+        action="store_true",
+        help="time a sharded sweep and data-parallel SGD steps on 1 and 2 processes",
+    )
+    sweep_bench.add_argument(
+        "--parallel-copies",
+        type=int,
+        default=16,
+        metavar="K",
+        help="copies of the sharded sweep of --parallel (default: 16)",
+    )
+    sweep_bench.add_argument(
+        "--parallel-batch-sizes",
+        type=int,
+        nargs="+",
+        default=[10, 100, 1000, 10000, 60000],
+        metavar="N",
+        help="batch sizes of the data-parallel steps of --parallel (default: 10 100 1000 10000 "
+        "60000, full-batch gradient descent)",
+    )
+    sweep_bench.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of --parallel, alternating 1 and 2 processes; medians (default: 3)",
     )
     sweep_bench.add_argument(
         "--copies",
@@ -326,7 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train on the first N images, to keep it short (default: 10000)",
     )
-    sweep_bench.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
+    sweep_bench.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="epochs per run, and of the sharded sweep (default: 1)",
+    )
     bench.set_defaults(run=_bench)
 
     evaluate = commands.add_parser("eval", help="test cost and accuracy of a checkpoint")

@@ -76,6 +76,7 @@ class SweepResult:
     sweep_dir: Path
     copies: list[CopyResult | None]  # in the order of the plan; None: did not finish
     failure: GdTorchError | None = None  # why some did not (``sweep`` raises it after its summary)
+    seconds: float = 0.0  # wall time on this rank, from joining the others to the gathered copies
 
     @property
     def settings(self) -> list[TrainingSettings]:  # copy k's: the `gd-torch train` run it equals
@@ -156,6 +157,7 @@ def train_copies(
             )
     if options.runs_dir is None:
         raise GdTorchError("a sweep writes its copies' runs: give it a runs_dir")
+    started = time.perf_counter()
     torch.set_num_threads(options.threads)
     device = distributed.start(resolve_device(options.device), GATHER_TIMEOUT)
     leader, rank, ranks = distributed.is_leader(), shards.rank(), distributed.world_size()
@@ -194,40 +196,62 @@ def train_copies(
     pending = [k for k in range(len(configs)) if k not in reporter]
     held = [[pending[i] for i in shards.share(len(pending), r, ranks)] for r in range(ranks)]
     if leader:
-        kept = f"resuming: {len(reporter)} of {len(configs)} copies had finished" if resume else ""
-        print(header(configs, options, data, device, sweep_dir, held, kept), file=out, flush=True)
+        resumed = f"resuming: {len(reporter)} of {len(configs)} copies had finished"
+        print(
+            header(configs, options, data, device, sweep_dir, held, resume and resumed),
+            file=out,
+            flush=True,
+        )
 
-    copies = {
+    kept = {
         k: payload(found[k], checkpoints[k]["history"], checkpoints[k]["model"])
         for k in finished_here
         if reporter[k] == rank
-    }  # finished before: kept as they are
-    error = None
-    prefix = f"rank {rank}: " if ranks > 1 else ""
-    with RunGuard(configs[0], options.log_every, device, None) as guard:
-        try:
-            for stack in stacks(held[rank], configs, checkpoints):
-                run_dirs = [
-                    found.get(k) or copy_directory(sweep_dir, configs[k], options) for k in stack
-                ]
-                trained = train_stacked(
-                    [configs[k] for k in stack],
-                    run_dirs,
-                    [checkpoints.get(k) for k in stack],
-                    options,
-                    data,
-                    device,
-                    guard,
-                    out,
-                    prefix,
-                )
-                copies |= dict(zip(stack, trained))
-        except Exception as failure:  # reported by rank 0 with the copies it held; the rest kept
-            if not isinstance(failure, GdTorchError):
-                traceback.print_exc()
-            error = (shards.describe_error(failure), getattr(failure, "exit_code", 1))
-        reports = shards.gather_reports({"host": shards.host(), "copies": copies, "error": error})
+    }  # finished before: reported as they are
+    with RunGuard(configs[0], options.log_every, device, None) as guard:  # Ctrl-C, SIGTERM
+        report = train_share(
+            held[rank], configs, found, checkpoints, sweep_dir, options, data, device, guard, out
+        )
+        report["copies"] |= kept
+        reports = shards.gather_reports(report)  # under the guard: a signal waits for it
+    return collect(configs, held, reports, sweep_dir, time.perf_counter() - started, command)
 
+
+def train_share(
+    indices, configs, found, checkpoints, sweep_dir, options, data, device, guard, out=sys.stdout
+) -> dict:
+    """This rank's copies (``indices`` into ``configs``), stack by stack, each from its epoch
+    checkpoint in its run directory when this machine holds them (``found``, ``checkpoints``);
+    returns what the rank reports: every copy it finished, and the error that stopped it."""
+    copies, error = {}, None
+    prefix = f"rank {shards.rank()}: " if distributed.world_size() > 1 else ""
+    try:
+        for stack in stacks(indices, configs, checkpoints):
+            run_dirs = [
+                found.get(k) or copy_directory(sweep_dir, configs[k], options) for k in stack
+            ]
+            trained = train_stacked(
+                [configs[k] for k in stack],
+                run_dirs,
+                [checkpoints.get(k) for k in stack],
+                options,
+                data,
+                device,
+                guard,
+                out,
+                prefix,
+            )
+            copies |= dict(zip(stack, trained))
+    except Exception as failure:  # reported by rank 0 with the copies it held; the rest kept
+        if not isinstance(failure, GdTorchError):
+            traceback.print_exc()
+        error = (shards.describe_error(failure), getattr(failure, "exit_code", 1))
+    return {"host": shards.host(), "copies": copies, "error": error}
+
+
+def collect(configs, held, reports, sweep_dir, seconds, command) -> SweepResult:
+    """Every copy from the ranks' reports; for the copies that none reported, the failure that
+    names the ranks that held them and why, and the command that continues the sweep."""
     results = [None] * len(configs)
     for report in filter(None, reports):
         for k, values in report["copies"].items():
@@ -237,17 +261,16 @@ def train_copies(
     finished = {k for k, result in enumerate(results) if result is not None}
     lost = shards.missing_copies(held, reports, finished)
     if not lost:
-        return SweepResult(sweep_dir, results)
+        return SweepResult(sweep_dir, results, seconds=seconds)
     codes = [report["error"][1] for report in filter(None, reports) if report["error"]]
-    message = (
+    failure = GdTorchError(
         f"{'; '.join(lost)}; {len(finished)} of {len(configs)} copies finished"
         + (" (summary.csv)" if finished else "")
         + f"; continue with: {command} --resume {sweep_dir}"
-        + (" (under torchrun)" if ranks > 1 else "")
+        + (" (under torchrun)" if len(held) > 1 else "")
     )
-    failure = GdTorchError(message)
     failure.exit_code = codes[0] if codes else 1  # 128 + the signal when stopped by one
-    return SweepResult(sweep_dir, results, failure)
+    return SweepResult(sweep_dir, results, failure, seconds)
 
 
 def check_copies(configs: list[TrainingSettings]) -> None:
@@ -462,8 +485,11 @@ def summarize(result: SweepResult, out=sys.stdout) -> SweepResult:
             [copy.run_dir for copy in finished],
             [copy.final for copy in finished],
         )
+        processes = distributed.world_size()
         print(
-            f"{table}\nsummary in {result.sweep_dir / 'summary.md'} and summary.csv; compare the "
+            f"{table}\n{len(finished)} copies in {result.seconds:.1f} s"
+            + (f" on {processes} processes" if processes > 1 else "")
+            + f"; summary in {result.sweep_dir / 'summary.md'} and summary.csv; compare the "
             f"runs with: tensorboard --logdir {result.sweep_dir}",
             file=out,
             flush=True,

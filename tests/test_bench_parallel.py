@@ -1,0 +1,25 @@
+"""``gd-torch bench --parallel``'s measurement of data-parallel steps, in one process."""
+
+import json
+
+from gd_torch.tools.bench_parallel import MEASURED_STEPS, REPORT, epochs_for, worker
+
+
+def test_every_batch_size_gets_a_warm_up_epoch_and_enough_measured_steps():
+    for train_images in (600, 60_000):
+        for batch_size in (1, 10, 599, 600):
+            steps_per_epoch = -(-train_images // batch_size)
+            epochs = epochs_for(batch_size, train_images)
+            assert (epochs - 1) * steps_per_epoch >= MEASURED_STEPS
+            assert (epochs - 2) * steps_per_epoch < MEASURED_STEPS  # and no more epochs than that
+
+
+def test_the_worker_reports_seconds_per_step_at_each_batch_size(fake_mnist_root, capsys):
+    worker(str(fake_mnist_root), [10, 600])
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(REPORT)]
+    report = json.loads(line[len(REPORT) :])
+    assert report["train_images"] == 600
+    assert set(report["seconds"]) == {"10", "600"}
+    assert all(0 < seconds < 10 for seconds in report["seconds"].values())
+    # per step, not per epoch: one step of 600 images costs more than one of 10 (an epoch of 60)
+    assert report["seconds"]["10"] < report["seconds"]["600"]
