@@ -53,8 +53,9 @@ from gd_torch.tools.stacked import STACKED_ENGINES, StackedNetworks, evaluate_co
 
 FINAL_METRICS = ("test_accuracy", "best_test_accuracy", "test_cost", "train_cost")
 PER_COPY = ("seed", "learning_rate", "lr_schedule", "init")  # all else is shared by one stack
-GATHER_TIMEOUT = datetime.timedelta(days=7)  # a rank done with its share waits this long for the
-# others: a crashed rank is noticed at once (its connections close), a slow one is not a failure
+# How long a rank done with its share waits for the others: a crashed rank is noticed at once (its
+# connections close), and a slow one (more copies, a slower machine) is not a failure.
+GATHER_TIMEOUT = datetime.timedelta(days=7)
 
 
 @dataclass
@@ -197,10 +198,9 @@ def train_copies(
     held = [[pending[i] for i in shards.share(len(pending), r, ranks)] for r in range(ranks)]
     if leader:
         resumed = f"resuming: {len(reporter)} of {len(configs)} copies had finished"
+        resumed = resumed if resume is not None else ""
         print(
-            header(configs, options, data, device, sweep_dir, held, resume and resumed),
-            file=out,
-            flush=True,
+            header(configs, options, data, device, sweep_dir, held, resumed), file=out, flush=True
         )
 
     kept = {
