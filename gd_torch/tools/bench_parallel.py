@@ -88,6 +88,13 @@ def step_seconds(processes: int, batch_sizes, data_root: str) -> tuple[int, dict
     return report["train_images"], {int(b): seconds for b, seconds in report["seconds"].items()}
 
 
+def seconds_per_step(history: list[dict]) -> float:
+    """Seconds of one SGD step after the first epoch: Δ sgd_seconds / Δ step between the ends of
+    the first and the last epoch (the first epoch warms up; evaluation is not in sgd_seconds)."""
+    first, last = history[0], history[-1]
+    return (last["sgd_seconds"] - first["sgd_seconds"]) / (last["step"] - first["step"])
+
+
 def worker(data_root: str, batch_sizes: list[int]) -> None:
     """In each torchrun process: train at each batch size; rank 0 prints the seconds per step."""
     from gd_torch.api import train
@@ -101,10 +108,8 @@ def worker(data_root: str, batch_sizes: list[int]) -> None:
     for batch_size in batch_sizes:
         epochs = epochs_for(batch_size, len(data.train))
         settings = TrainingSettings(epochs=epochs, batch_size=batch_size)
-        history = train(settings, options, data=data, out=io.StringIO()).history
-        first, last = history[0], history[-1]
-        seconds[batch_size] = (last["sgd_seconds"] - first["sgd_seconds"]) / (
-            last["step"] - first["step"]
+        seconds[batch_size] = seconds_per_step(
+            train(settings, options, data=data, out=io.StringIO()).history
         )
     if is_leader():
         print(REPORT, json.dumps({"train_images": len(data.train), "seconds": seconds}), flush=True)

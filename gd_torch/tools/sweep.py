@@ -88,6 +88,10 @@ class SweepResult:
         return [copy.network for copy in self.copies]
 
     @property
+    def histories(self) -> list[list[dict]]:  # copy k's per-epoch metrics
+        return [copy.history for copy in self.copies]
+
+    @property
     def finals(self) -> list[dict]:  # FINAL_METRICS, NaN when the copy diverged
         return [copy.final for copy in self.copies]
 
