@@ -3,6 +3,9 @@
 import json
 import math
 
+import pytest
+
+from gd_torch.cli import main
 from gd_torch.tools.bench_parallel import (
     MEASURED_STEPS,
     REPORT,
@@ -37,3 +40,18 @@ def test_the_worker_reports_seconds_per_step_at_each_batch_size(fake_mnist_root,
     assert report["train_images"] == 600
     assert set(report["seconds"]) == {"10", "600"}
     assert all(math.isfinite(seconds) and seconds > 0 for seconds in report["seconds"].values())
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--rounds", "0"], "--rounds must be positive integers (got 0)"),
+        (["--parallel-copies", "0"], "--parallel-copies must be positive integers (got 0)"),
+        (["--parallel-batch-sizes", "10", "-1"], "--parallel-batch-sizes must be positive"),
+        (["--epochs", "0"], "--epochs must be positive integers (got 0)"),
+    ],
+)
+def test_bad_numbers_are_refused_before_anything_runs(arguments, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["bench", "--parallel", "--data-root", str(tmp_path), *arguments])
+    assert exit.value.code == 2 and message in capsys.readouterr().err

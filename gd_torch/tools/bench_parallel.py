@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gd_torch.core.errors import GdTorchError
+
 MEASURED_STEPS = 5  # at least this many steps after the first epoch, at every batch size
 REPORT = "bench_parallel:"  # the worker's line of results
 
@@ -127,6 +129,15 @@ def bench_parallel(
     repeats: int = 3,
     out=sys.stdout,
 ) -> None:
+    for flag, values in (
+        ("--parallel-copies", [copies]),
+        ("--epochs", [epochs]),
+        ("--parallel-batch-sizes", list(batch_sizes)),
+        ("--rounds", [repeats]),
+    ):
+        if not values or min(values) < 1:
+            shown = " ".join(map(str, values))
+            raise GdTorchError(f"{flag} must be positive integers (got {shown or 'none'})")
     print(
         f"gd-torch bench --parallel: 1 against 2 processes (torchrun, gloo), 1 thread each, "
         f"{os.cpu_count()} CPU cores, {load_average()}; medians of {repeats} rounds",
