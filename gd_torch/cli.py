@@ -1,6 +1,7 @@
 """The ``gd-torch`` command: one subcommand per task, each a thin layer over the library."""
 
 import argparse
+import dataclasses
 import sys
 
 from gd_torch.core.distributed import is_leader
@@ -16,6 +17,12 @@ from gd_torch.core.settings import (
 )
 from gd_torch.tools.reproduce import add_reproduce_arguments, run_reproduce
 
+SETTING_FLAGS = (
+    *(field.name for field in dataclasses.fields(TrainingSettings)),
+    "seeds",
+    "num_seeds",
+    "learning_rates",
+)  # what a sweep's copies are made of
 SETTINGS_TITLE = "training settings (they decide the result; --resume keeps them)"
 OPTIONS_TITLE = "run options (where and how it runs; --resume may change them)"
 
@@ -54,13 +61,25 @@ def _train(arguments) -> None:
 
 
 def _sweep(arguments) -> None:
-    from gd_torch.tools.sweep import sweep
+    from gd_torch.tools.shards import saved_options
+    from gd_torch.tools.sweep import resume_sweep, sweep
 
+    if arguments.resume:
+        given = [name for name in SETTING_FLAGS if getattr(arguments, name, None) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise GdTorchError(
+                f"{flag} cannot be given with --resume: a resumed sweep trains its own copies"
+            )
+        options = from_arguments(arguments, RunOptions, saved_options(arguments.resume))
+        resume_sweep(arguments.resume, options)
+        return
     settings = from_arguments(arguments, TrainingSettings)
     options = from_arguments(arguments, RunOptions)
-    if arguments.num_seeds < 1:
+    num_seeds = 1 if arguments.num_seeds is None else arguments.num_seeds
+    if num_seeds < 1:
         raise GdTorchError("--num-seeds must be a positive integer")
-    seeds = arguments.seeds or range(settings.seed, settings.seed + arguments.num_seeds)
+    seeds = arguments.seeds or range(settings.seed, settings.seed + num_seeds)
     sweep(settings, options, seeds, arguments.learning_rates)
 
 
@@ -69,6 +88,17 @@ def _bench(arguments) -> None:
         from gd_torch.tools.bench_sweep import bench_sweep
 
         bench_sweep(arguments.data_root, arguments.copies, arguments.train_images, arguments.epochs)
+        return
+    if arguments.parallel:
+        from gd_torch.tools.bench_parallel import bench_parallel
+
+        bench_parallel(
+            arguments.data_root,
+            arguments.parallel_copies,
+            arguments.epochs,
+            arguments.parallel_batch_sizes,
+            arguments.rounds,
+        )
         return
     from gd_torch.tools.bench import run_bench
 
@@ -230,7 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument(
         "--num-seeds",
         type=int,
-        default=1,
         metavar="K",
         help="train seeds --seed, --seed+1, ..., --seed+K-1 (default: 1)",
     )
@@ -240,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="η",
         help="train every seed at each rate (default: --learning-rate)",
+    )
+    sweep.add_argument(
+        "--resume",
+        metavar="SWEEP_DIR",
+        help="train the copies of that sweep that did not finish (from their last epoch's "
+        "checkpoint), keep the others, and write its summary; run options may change",
     )
     sweep.set_defaults(run=_sweep)
 
@@ -302,11 +337,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time both engines with --compile (default: yes)",
     )
     sweep_bench = bench.add_argument_group(
-        "--sweep",
-        "K seeds one after another vs one batched sweep, and torchrun with 1 and 2 processes",
+        "--sweep and --parallel",
+        "K seeds one after another vs one batched sweep; a sharded sweep and data parallelism on "
+        "1 and 2 processes",
     )
     sweep_bench.add_argument(
-        "--sweep", action="store_true", help="time sweeps and torchrun instead of the engines"
+        "--sweep", action="store_true", help="time sweeps instead of the engines"
+    )
+    sweep_bench.add_argument(
+        "--parallel",
+        action="store_true",
+        help="time a sharded sweep and data-parallel SGD steps on 1 and 2 processes",
+    )
+    sweep_bench.add_argument(
+        "--parallel-copies",
+        type=int,
+        default=16,
+        metavar="K",
+        help="copies of the sharded sweep of --parallel (default: 16)",
+    )
+    sweep_bench.add_argument(
+        "--parallel-batch-sizes",
+        type=int,
+        nargs="+",
+        default=[10, 100, 1000, 10000, 60000],
+        metavar="N",
+        help="batch sizes of the data-parallel steps of --parallel (default: 10 100 1000 10000 "
+        "60000, full-batch gradient descent)",
+    )
+    sweep_bench.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of --parallel, alternating 1 and 2 processes; medians (default: 3)",
     )
     sweep_bench.add_argument(
         "--copies",
@@ -323,7 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train on the first N images, to keep it short (default: 10000)",
     )
-    sweep_bench.add_argument("--epochs", type=int, default=1, help="epochs per run (default: 1)")
+    sweep_bench.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="epochs per run, and of the sharded sweep (default: 1)",
+    )
     bench.set_defaults(run=_bench)
 
     evaluate = commands.add_parser("eval", help="test cost and accuracy of a checkpoint")

@@ -304,6 +304,8 @@ def train(
                 batches = shuffled_batches(len(data.train), settings.batch_size, order_generator)[
                     skip:
                 ]
+                if distributed.world_size() > 1:  # this rank gathers its shard of each batch
+                    batches = distributed.shard(batches)
                 epoch_start, run.batches, skip = run.step - skip, len(batches), 0
                 run.notify("on_epoch_start")
                 run_epoch(batches)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from gd_torch.core.checkpoint import save_checkpoint
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.model import Network
 from gd_torch.core.run import Callback, Run
 from gd_torch.core.weight_space import point_of
 
@@ -101,6 +102,19 @@ class Trajectory:
         return trajectory
 
 
+def start_trajectory(
+    path: Path, network: Network, resumed: bool, step: int, epochs: int
+) -> Trajectory:
+    """The trajectory a run starts from at ``step``: a resumed run's own, up to its checkpoint's
+    step (it appends there), or a new one whose first snapshot is θ now (step 0, or where a run
+    from before trajectories were kept resumes)."""
+    if resumed and path.exists():
+        return Trajectory.load(path).until(step)
+    trajectory = Trajectory(network.sizes)
+    trajectory.add(step, epochs, point_of(network))
+    return trajectory
+
+
 class TrajectoryRecorder(Callback):
     """Keeps ``run_dir/trajectory.pt`` for a run that has a run directory (rank 0)."""
 
@@ -112,11 +126,9 @@ class TrajectoryRecorder(Callback):
         if run.run_dir is None:
             return
         self.path = run.run_dir / FILE_NAME
-        if run.resumed and self.path.exists():  # appends where the checkpoint was
-            self.trajectory = Trajectory.load(self.path).until(run.first_step)
-        else:  # θ at step 0 (or where a run from before trajectories were kept resumes)
-            self.trajectory = Trajectory(run.network.sizes)
-            self._add(run, epochs=run.epoch)
+        self.trajectory = start_trajectory(
+            self.path, run.network, run.resumed, run.first_step, run.epoch
+        )
 
     def on_step_end(self, run: Run) -> None:
         every = run.options.snapshot_every

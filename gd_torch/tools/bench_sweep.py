@@ -1,25 +1,20 @@
-"""How much a batched sweep saves, and what torchrun costs: ``gd-torch bench --sweep``.
+"""How much a batched sweep saves: ``gd-torch bench --sweep``.
 
-1. K seeds of the default run trained one after another (``train``, K times) versus as one
-   batched sweep (``sweep``), both with their full per-epoch evaluation, TensorBoard logs and
-   checkpoints, on the first --train-images training images and a sixth as many test images (the
-   6:1 of MNIST, so evaluation weighs as much as in a default epoch) to keep it short; also the
-   largest weight and test-accuracy differences between the two (rounding level for ~1,000 steps;
-   SGD is chaotic, so over many thousands of steps any rounding difference grows).
-2. ``torchrun --nproc_per_node=1`` and ``=2``: one epoch of all 60,000 images, wall time of the
-   whole command (start-up included) and the time of the epoch itself (training + evaluation).
+K seeds of the default run trained one after another (``train``, K times) versus as one
+batched sweep (``sweep``), both with their full per-epoch evaluation, TensorBoard logs and
+checkpoints, on the first --train-images training images and a sixth as many test images (the
+6:1 of MNIST, so evaluation weighs as much as in a default epoch) to keep it short; also the
+largest weight and test-accuracy differences between the two (rounding level for ~1,000 steps;
+SGD is chaotic, so over many thousands of steps any rounding difference grows). What a second
+process adds is ``gd-torch bench --parallel`` (gd_torch.tools.bench_parallel).
 """
 
 import dataclasses
 import io
 import os
-import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -53,45 +48,6 @@ def time_sequential_and_sweep(
         for x, final in zip(alone, swept.finals)
     )
     return sequential, batched, weights, accuracy
-
-
-def time_torchrun(processes: int, data_root: str, runs_dir: str) -> tuple[float, float]:
-    """(wall seconds of the torchrun command, seconds of its one epoch as train prints them)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={processes}",
-        "--master_addr=127.0.0.1",
-        f"--master_port={port}",
-        "-m",
-        "gd_torch",
-        "train",
-        "--data-root",
-        data_root,
-        "--no-download",
-        "--epochs",
-        "1",
-        "--runs-dir",
-        runs_dir,
-    ]
-    started = time.perf_counter()
-    finished = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    wall = time.perf_counter() - started
-    if finished.returncode != 0:
-        raise RuntimeError(f"torchrun failed:\n{finished.stderr[-2000:]}")
-    return wall, float(
-        re.search(r"^epoch 1/1 .* ([\d.]+) s$", finished.stdout, re.MULTILINE).group(1)
-    )
 
 
 def bench_sweep(
@@ -136,14 +92,3 @@ def bench_sweep(
                 file=out,
                 flush=True,
             )
-        print(
-            "\ntorchrun, one epoch of 60,000 images (batch 10 split across the processes), "
-            "gloo on CPU:\n\n"
-            "| processes | wall time (with start-up) | epoch (train + evaluate) |\n"
-            "|---:|---:|---:|",
-            file=out,
-            flush=True,
-        )
-        for processes in (1, 2):
-            wall, epoch = time_torchrun(processes, data_root, runs_dir)
-            print(f"| {processes} | {wall:.1f} s | {epoch:.1f} s |", file=out, flush=True)

@@ -1,8 +1,10 @@
-"""Seed and learning-rate sweeps in one process: K copies of the network trained as one batched
-computation.
+"""Seed and learning-rate sweeps: K copies of the network trained as one batched computation, in
+one process or sharded over torchrun's processes and machines.
 
     gd-torch sweep --num-seeds 16 --epochs 30                  # seeds 0..15 of the default run
     gd-torch sweep --seeds 0 1 2 --learning-rates 0.5 1.5 3.0  # 9 copies: each rate with each seed
+    torchrun --nproc_per_node=2 -m gd_torch sweep --num-seeds 16   # 8 copies on each process
+    gd-torch sweep --resume runs/<sweep directory>             # train the unfinished copies
     tensorboard --logdir runs/<sweep directory>                # a run per copy; compare in HPARAMS
 
 Copy k is the run ``gd-torch train --seed s_k --learning-rate η_k`` (all other options the same)
@@ -11,23 +13,31 @@ would make: initial weights and batch order from its own ``seeded_generators(s_k
 stacked weights of ``gd_torch.core.stacked``. The copies differ from single runs only by the
 rounding of batched instead of single matmuls (float32); SGD being chaotic, that difference stays
 at rounding level for hundreds of steps and grows over thousands.
+
+Under torchrun, rank r trains the r-th share of whole copies (gd_torch.tools.shards) and every
+rank returns every copy; ``train_copies`` is that for any list of per-copy settings.
 """
 
 import csv
 import dataclasses
+import datetime
 import math
+import signal
 import statistics
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from gd_torch.core import distributed
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.core.data import Mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
+from gd_torch.core.guard import Interrupted, RunGuard
 from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators
 from gd_torch.core.model import Network
 from gd_torch.core.run_dir import (
@@ -38,19 +48,54 @@ from gd_torch.core.run_dir import (
 )
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
 from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
-from gd_torch.core.trajectory import FILE_NAME, Trajectory
+from gd_torch.core.trajectory import FILE_NAME, start_trajectory
 from gd_torch.core.weight_space import point_of
 from gd_torch.dashboard.tensorboard import TrainingLog
+from gd_torch.tools import shards
 
 FINAL_METRICS = ("test_accuracy", "best_test_accuracy", "test_cost", "train_cost")
+PER_COPY = ("seed", "learning_rate", "lr_schedule", "init")  # all else is shared by one stack
+# How long a rank done with its share waits for the others: a crashed rank is noticed at once (its
+# connections close), and a slow one (more copies, a slower machine) is not a failure.
+GATHER_TIMEOUT = datetime.timedelta(days=7)
+
+
+@dataclass
+class CopyResult:
+    """One copy trained: what ``gd-torch train`` with its settings gives, to rounding."""
+
+    settings: TrainingSettings
+    run_dir: Path  # on the machine of the rank that trained it
+    history: list[dict]  # its per-epoch metrics, as TrainResult.history
+    network: Network  # trained, on the CPU
+
+    @property
+    def final(self) -> dict:
+        return final_metrics(self.history)
 
 
 @dataclass
 class SweepResult:
     sweep_dir: Path
-    settings: list[TrainingSettings]  # copy k's settings: the `gd-torch train` run it equals
-    networks: list[Network]  # copy k trained
-    finals: list[dict]  # copy k's final metrics (FINAL_METRICS), NaN when it diverged
+    copies: list[CopyResult | None]  # in the order of the plan; None: did not finish
+    failure: GdTorchError | None = None  # why some did not (``sweep`` raises it after its summary)
+    seconds: float = 0.0  # wall time on this rank, from joining the others to the gathered copies
+
+    @property
+    def settings(self) -> list[TrainingSettings]:  # copy k's: the `gd-torch train` run it equals
+        return [copy.settings for copy in self.copies]
+
+    @property
+    def networks(self) -> list[Network]:
+        return [copy.network for copy in self.copies]
+
+    @property
+    def histories(self) -> list[list[dict]]:  # copy k's per-epoch metrics
+        return [copy.history for copy in self.copies]
+
+    @property
+    def finals(self) -> list[dict]:  # FINAL_METRICS, NaN when the copy diverged
+        return [copy.final for copy in self.copies]
 
 
 def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[TrainingSettings]:
@@ -78,12 +123,40 @@ def sweep(
     out=sys.stdout,
 ) -> SweepResult:
     """Train every (learning rate, seed) copy of ``base`` at once; logs one run per copy under a
-    new sweep directory."""
-    for option, given in (
-        ("--compile", options.compile),
-        ("--time-budget", options.time_budget),
-        ("--momentum", base.momentum),
-    ):
+    new sweep directory, and writes the summary there."""
+    configs = sweep_settings(base, seeds, learning_rates)
+    name = options.run_name or f"sweep_{base.engine}_b{base.batch_size}_{len(configs)}copies"
+    return summarize(train_copies(configs, options, name, data=data, out=out), out)
+
+
+def resume_sweep(
+    sweep_dir: str | Path, options: RunOptions, data: Mnist | None = None, out=sys.stdout
+) -> SweepResult:
+    """Train the copies of a sweep that did not finish (from their last epoch's checkpoint when
+    this machine holds one), keep the others, and write the summary of all."""
+    return summarize(train_copies(None, options, resume=sweep_dir, data=data, out=out), out)
+
+
+def train_copies(
+    configs: list[TrainingSettings] | None,
+    options: RunOptions,
+    name: str = "copies",
+    *,
+    resume: str | Path | None = None,
+    data: Mnist | None = None,
+    out=sys.stdout,
+    command: str = "gd-torch sweep",
+) -> SweepResult:
+    """Train each copy of ``configs`` (the settings of one ``gd-torch train`` run each) in a new
+    sweep directory ``<runs_dir>/<time>_<name>``, or the unfinished copies of the sweep directory
+    ``resume`` (whose sweep.json then gives the copies).
+
+    Copies that share their shapes and settings (all but PER_COPY) and their progress are trained
+    as one stacked computation. Under torchrun every rank trains its share of whole copies and
+    every rank returns every copy; a copy that did not finish is None, and ``failure`` says which
+    ranks held such copies and why (``command`` names what continues it).
+    """
+    for option, given in (("--compile", options.compile), ("--time-budget", options.time_budget)):
         if given:  # the copies share one loop of plain, eager stacked SGD steps
             raise GdTorchError(
                 f"{option} is not supported by gd-torch sweep: train that run alone "
@@ -91,10 +164,208 @@ def sweep(
             )
     if options.runs_dir is None:
         raise GdTorchError("a sweep writes its copies' runs: give it a runs_dir")
-    configs = sweep_settings(base, seeds, learning_rates)
+    started = time.perf_counter()
     torch.set_num_threads(options.threads)
-    device = resolve_device(options.device)
-    data = prepare_data(base, options, device, data)
+    device = distributed.start(resolve_device(options.device), GATHER_TIMEOUT)
+    leader, rank, ranks = distributed.is_leader(), shards.rank(), distributed.world_size()
+
+    def plan() -> list[TrainingSettings]:
+        copies = list(configs or [])
+        if resume is not None:
+            copies, saved = shards.read_plan(resume)
+            if saved.dry_run != options.dry_run:
+                kind = "a dry run" if saved.dry_run else "a full run"
+                raise GdTorchError(f"--dry-run cannot change when resuming: {resume} is {kind}")
+        check_copies(copies)
+        return copies
+
+    configs = shards.exchange(shards.together(plan if leader else list))[0]  # rank 0's plan
+    widest = max(configs, key=lambda config: config.batch_size)  # must fit the training set
+    data = shards.together(lambda: prepare_data(widest, options, device, data))
+
+    def sweep_directory() -> str:
+        if resume is not None:
+            return str(resume)
+        created = create_run_directory(options.runs_dir, name)
+        shards.write_plan(created, configs, options)
+        write_json(created / "versions.json", library_versions() | {"device": str(device)})
+        return str(created)
+
+    sweep_dir = Path(shards.exchange(shards.together(sweep_directory if leader else str))[0])
+    epochs = 1 if options.dry_run else configs[0].epochs
+    found = shards.copy_directories(sweep_dir, configs) if resume is not None else {}
+    checkpoints = {k: shards.epoch_checkpoint(path) for k, path in found.items()}
+    finished_here = [k for k, state in checkpoints.items() if state and state["epoch"] >= epochs]
+    reporter = {}  # the lowest rank holding a finished copy reports it
+    for r, finished in enumerate(shards.exchange(finished_here)):
+        for k in finished:
+            reporter.setdefault(k, r)
+    pending = [k for k in range(len(configs)) if k not in reporter]
+    held = [[pending[i] for i in shards.share(len(pending), r, ranks)] for r in range(ranks)]
+    if leader:
+        resumed = f"resuming: {len(reporter)} of {len(configs)} copies had finished"
+        resumed = resumed if resume is not None else ""
+        print(
+            header(configs, options, data, device, sweep_dir, held, resumed), file=out, flush=True
+        )
+
+    kept = {
+        k: payload(found[k], checkpoints[k]["history"], checkpoints[k]["model"])
+        for k in finished_here
+        if reporter[k] == rank
+    }  # finished before: reported as they are
+    with RunGuard(configs[0], options.log_every, device, None) as guard:  # Ctrl-C, SIGTERM
+        report = train_share(
+            held[rank], configs, found, checkpoints, sweep_dir, options, data, device, guard, out
+        )
+        report["copies"] |= kept
+        reports = shards.gather_reports(report)  # under the guard: a signal waits for it
+    return collect(configs, held, reports, sweep_dir, time.perf_counter() - started, command)
+
+
+def train_share(
+    indices, configs, found, checkpoints, sweep_dir, options, data, device, guard, out=sys.stdout
+) -> dict:
+    """This rank's copies (``indices`` into ``configs``), stack by stack, each from its epoch
+    checkpoint in its run directory when this machine holds them (``found``, ``checkpoints``);
+    returns what the rank reports: every copy it finished, and the error that stopped it."""
+    copies, error = {}, None
+    prefix = f"rank {shards.rank()}: " if distributed.world_size() > 1 else ""
+    try:
+        for stack in stacks(indices, configs, checkpoints):
+            run_dirs = [
+                found.get(k) or copy_directory(sweep_dir, configs[k], options) for k in stack
+            ]
+            trained = train_stacked(
+                [configs[k] for k in stack],
+                run_dirs,
+                [checkpoints.get(k) for k in stack],
+                options,
+                data,
+                device,
+                guard,
+                out,
+                prefix,
+            )
+            copies |= dict(zip(stack, trained))
+    except Exception as failure:  # reported by rank 0 with the copies it held; the rest kept
+        if not isinstance(failure, GdTorchError):
+            traceback.print_exc()
+        error = (shards.describe_error(failure), getattr(failure, "exit_code", 1))
+    return {"host": shards.host(), "copies": copies, "error": error}
+
+
+def collect(configs, held, reports, sweep_dir, seconds, command) -> SweepResult:
+    """Every copy from the ranks' reports; for the copies that none reported, the failure that
+    names the ranks that held them and why, and the command that continues the sweep."""
+    results = [None] * len(configs)
+    for report in filter(None, reports):
+        for k, values in report["copies"].items():
+            network = Network(configs[k].layer_sizes, configs[k].init, dtype=configs[k].torch_dtype)
+            network.load_state_dict(values["model"])
+            results[k] = CopyResult(configs[k], Path(values["run_dir"]), values["history"], network)
+    finished = {k for k, result in enumerate(results) if result is not None}
+    lost = shards.missing_copies(held, reports, finished)
+    if not lost:
+        return SweepResult(sweep_dir, results, seconds=seconds)
+    codes = [report["error"][1] for report in filter(None, reports) if report["error"]]
+    failure = GdTorchError(
+        f"{'; '.join(lost)}; {len(finished)} of {len(configs)} copies finished"
+        + (" (summary.csv)" if finished else "")
+        + f"; continue with: {command} --resume {sweep_dir}"
+        + (" (under torchrun)" if len(held) > 1 else "")
+    )
+    failure.exit_code = codes[0] if codes else 1  # 128 + the signal when stopped by one
+    return SweepResult(sweep_dir, results, failure, seconds)
+
+
+def check_copies(configs: list[TrainingSettings]) -> None:
+    """What one sweep can train: distinct copies of plain SGD sharing their data."""
+    if not configs:
+        raise GdTorchError("a sweep needs at least one copy")
+    if len(set(configs)) != len(configs):
+        raise GdTorchError("the copies of a sweep must differ in their settings")
+    if any(config.momentum for config in configs):
+        raise GdTorchError(
+            "--momentum is not supported by gd-torch sweep: train that run alone "
+            "with gd-torch train"
+        )
+    for name in ("validation_size", "dtype", "epochs"):
+        values = {getattr(config, name) for config in configs}
+        if len(values) > 1:
+            raise GdTorchError(
+                f"the copies of a sweep share --{name.replace('_', '-')} (got {sorted(values)})"
+            )
+
+
+def stacks(
+    indices: list[int], configs: list[TrainingSettings], checkpoints: dict[int, dict | None]
+) -> list[list[int]]:
+    """``indices`` grouped into stacks that train as one computation: the same settings but for
+    PER_COPY, and the same epochs done."""
+    defaults = TrainingSettings()
+    groups = {}
+    for k in indices:
+        shared = dataclasses.replace(
+            configs[k], **{name: getattr(defaults, name) for name in PER_COPY}
+        )
+        done = checkpoints[k]["epoch"] if checkpoints.get(k) else 0
+        groups.setdefault((shared, done), []).append(k)
+    return list(groups.values())
+
+
+def copy_directory(sweep_dir: Path, config: TrainingSettings, options: RunOptions) -> Path:
+    """A new run directory for the copy, named like a `gd-torch train` run, with its config.json."""
+    run_dir = create_run_directory(sweep_dir, default_run_name(config, options.dry_run))
+    copy_options = dataclasses.replace(options, runs_dir=str(sweep_dir), run_name="")
+    write_json(
+        run_dir / "config.json", {"settings": to_dict(config), "options": to_dict(copy_options)}
+    )
+    return run_dir
+
+
+def payload(run_dir: Path, history: list[dict], model: dict) -> dict:
+    """What a rank reports of a finished copy: its run, history and weights (on the CPU)."""
+    return {"run_dir": str(run_dir), "history": history, "model": model}
+
+
+def header(configs, options, data, device, sweep_dir, held, resumed) -> str:
+    """What the sweep trains, where, and which rank trains which copies."""
+    base = configs[0]
+    rates_shown = " ".join(sorted({f"{c.learning_rate:g}" for c in configs}, key=float))
+    seeds_shown = " ".join(sorted({str(c.seed) for c in configs}, key=int))
+    lines = [
+        f"gd-torch sweep: {len(configs)} copies of the {'-'.join(map(str, base.layer_sizes))} "
+        f"network as one batched computation (learning rates {rates_shown}; seeds {seeds_shown}), "
+        f"{len(data.train):,} training images, device {device}, sweep {sweep_dir}"
+    ]
+    if resumed:
+        lines.append(resumed)
+    if len(held) > 1:
+        lines.append(
+            f"{len(held)} processes: "
+            + ", ".join(
+                f"rank {r} trains copies {shards.copy_ranges(share) or 'none'}"
+                for r, share in enumerate(held)
+            )
+        )
+    return "\n".join([*lines, describe(base, options)])
+
+
+def train_stacked(
+    configs: list[TrainingSettings],
+    run_dirs: list[Path],
+    checkpoints: list[dict | None],
+    options: RunOptions,
+    data: Mnist,
+    device: torch.device,
+    guard: RunGuard,
+    out=sys.stdout,
+    prefix: str = "",
+) -> list[dict]:
+    """Copies of one stack (``stacks``) trained together, each from its epoch checkpoint or from
+    the start; returns what ``payload`` reports of each."""
+    base = configs[0]
     epochs = 1 if options.dry_run else base.epochs
     generators = [
         seeded_generators(config.seed) for config in configs
@@ -103,43 +374,32 @@ def sweep(
         Network(config.layer_sizes, config.init, weights, config.torch_dtype).to(device)
         for config, (weights, _) in zip(configs, generators)
     ]
+    histories = [[] for _ in configs]
+    done = step = 0
+    for network, (_, order), history, checkpoint in zip(
+        networks, generators, histories, checkpoints
+    ):
+        if checkpoint is not None:  # continue after its last epoch, as gd-torch train --resume
+            network.load_state_dict(checkpoint["model"])
+            order.set_state(checkpoint["batch_order_state"])
+            history += checkpoint["history"]
+            done, step = checkpoint["epoch"], checkpoint["step"]
     stacked = StackedNetworks(networks)
     compute_gradients = STACKED_ENGINES[base.engine]
     best_by = "test_accuracy" if data.validation is None else "validation_accuracy"
+    copy_options = dataclasses.replace(options, runs_dir=str(run_dirs[0].parent), run_name="")
 
-    sweep_dir = create_run_directory(
-        options.runs_dir,
-        options.run_name or f"sweep_{base.engine}_b{base.batch_size}_{len(configs)}copies",
-    )
-    copy_options = dataclasses.replace(options, runs_dir=str(sweep_dir), run_name="")
-    run_dirs = [
-        create_run_directory(sweep_dir, default_run_name(config, options.dry_run))
-        for config in configs
-    ]
-    for config, run_dir in zip(configs, run_dirs):
-        write_json(
-            run_dir / "config.json", {"settings": to_dict(config), "options": to_dict(copy_options)}
-        )
-    write_json(sweep_dir / "versions.json", library_versions() | {"device": str(device)})
-    rates_shown = " ".join(sorted({f"{c.learning_rate:g}" for c in configs}, key=float))
-    seeds_shown = " ".join(sorted({str(c.seed) for c in configs}, key=int))
-    print(
-        f"gd-torch sweep: {len(configs)} copies of the {'-'.join(map(str, base.layer_sizes))} "
-        f"network as one batched computation (learning rates {rates_shown}; seeds {seeds_shown}), "
-        f"{len(data.train):,} training images, device {device}, sweep {sweep_dir}\n"
-        f"{describe(base, options)}",
-        file=out,
-        flush=True,
-    )
-
-    logs = [TrainingLog(run_dir) for run_dir in run_dirs]
-    trajectories = [Trajectory(base.layer_sizes) for _ in configs]  # as gd-torch train keeps it
-    for trajectory, point in zip(trajectories, stacked.points()):
-        trajectory.add(0, 0, point)
-    histories = [[] for _ in configs]
-    train, step = data.train, 0
+    logs = [
+        TrainingLog(run_dir, purge_step=step + 1 if any(run_dir.glob("events.*")) else None)
+        for run_dir in run_dirs
+    ]  # in a directory used before, what was logged after the checkpoint is dropped
+    trajectories = [
+        start_trajectory(run_dir / FILE_NAME, network, checkpoint is not None, step, done)
+        for run_dir, network, checkpoint in zip(run_dirs, networks, checkpoints)
+    ]  # one per copy, as gd-torch train keeps it
+    train = data.train
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(done + 1, epochs + 1):
             started = time.perf_counter()
             rates = torch.tensor(
                 [config.learning_rate_at(epoch) for config in configs],
@@ -164,6 +424,11 @@ def sweep(
                 if options.snapshot_every and step % options.snapshot_every == 0:
                     for trajectory, point in zip(trajectories, stacked.points()):
                         trajectory.add(step, epoch - 1, point)
+                if guard.stop_signal is not None:  # Ctrl-C, SIGTERM: the last epoch's checkpoints
+                    raise Interrupted(
+                        f"stopped by {signal.Signals(guard.stop_signal).name} in epoch {epoch}",
+                        guard.stop_signal,
+                    )
                 if step % options.log_every == 0:
                     norms = stacked.gradient_norms().tolist()
                     for log, *values in zip(logs, batch_costs.tolist(), norms, rates.tolist()):
@@ -208,7 +473,7 @@ def sweep(
                     ),
                 )
             print(
-                epoch_line(epoch, epochs, configs, [h[-1] for h in histories], seconds),
+                prefix + epoch_line(epoch, epochs, configs, [h[-1] for h in histories], seconds),
                 file=out,
                 flush=True,
             )
@@ -218,14 +483,35 @@ def sweep(
     finally:
         for log in logs:
             log.close()
-    table = write_summary(sweep_dir, configs, run_dirs, finals)
-    print(
-        f"{table}\nsummary in {sweep_dir / 'summary.md'} and summary.csv; compare the runs with: "
-        f"tensorboard --logdir {sweep_dir}",
-        file=out,
-        flush=True,
-    )
-    return SweepResult(sweep_dir, configs, networks, finals)
+    return [
+        payload(run_dir, history, network.cpu().state_dict())
+        for run_dir, history, network in zip(run_dirs, histories, networks)
+    ]
+
+
+def summarize(result: SweepResult, out=sys.stdout) -> SweepResult:
+    """Rank 0 writes summary.csv and summary.md of the copies that finished; then the sweep's
+    failure, if it has one, is raised (on every rank)."""
+    finished = [copy for copy in result.copies if copy is not None]
+    if distributed.is_leader() and finished:
+        table = write_summary(
+            result.sweep_dir,
+            [copy.settings for copy in finished],
+            [copy.run_dir for copy in finished],
+            [copy.final for copy in finished],
+        )
+        processes = distributed.world_size()
+        print(
+            f"{table}\n{len(finished)} copies in {result.seconds:.1f} s"
+            + (f" on {processes} processes" if processes > 1 else "")
+            + f"; summary in {result.sweep_dir / 'summary.md'} and summary.csv; compare the "
+            f"runs with: tensorboard --logdir {result.sweep_dir}",
+            file=out,
+            flush=True,
+        )
+    if result.failure is not None:
+        raise result.failure
+    return result
 
 
 def final_metrics(history: list[dict]) -> dict:
