@@ -35,6 +35,7 @@ def _train(arguments) -> None:
     from gd_torch.api import train
     from gd_torch.core.resume import saved_settings
     from gd_torch.core.run import ProgressBar
+    from gd_torch.dashboard.tensorboard import view_command
 
     if arguments.resume and arguments.preset:
         raise GdTorchError(
@@ -50,7 +51,9 @@ def _train(arguments) -> None:
     callbacks = [ProgressBar()] if sys.stderr.isatty() else []
     result = train(settings, options, callbacks=callbacks, resume=arguments.resume)
     if result.run_dir is not None:
-        print(f"view it with: tensorboard --logdir {result.run_dir.parent}")
+        steps = result.final["step"] if result.history else 0
+        epochs = 1 if options.dry_run else settings.epochs
+        print(f"view it with: {view_command(result.run_dir.parent, steps, epochs, options)}")
 
 
 def _sweep(arguments) -> None:
@@ -112,6 +115,7 @@ def _analyze(arguments) -> None:
     import torch
 
     from gd_torch.analysis.report import analyze
+    from gd_torch.dashboard import projector
 
     torch.set_num_threads(1)
     analyze(
@@ -120,6 +124,7 @@ def _analyze(arguments) -> None:
         arguments.download,
         arguments.top,
         arguments.one_weight_rate,
+        projector=projector.embed,
     )
 
 

@@ -106,9 +106,11 @@ def test_tensorboard_serves_scalars_histograms_and_images(server):
     assert images["images/confusion_matrix"]["samples"] == 1
     points = get_json(f"{base}/data/plugin/scalars/scalars?run={run}&tag=epoch/test_accuracy")
     epoch_ends = [
+        0,
         60,
         120,
-    ]  # x is the SGD step: 600 synthetic digits in batches of 10 make 60 steps an epoch
+    ]  # x is the SGD step: 600 synthetic digits in batches of 10 make 60 steps an epoch; step 0
+    # is the untrained network
     assert [step for _, step, _ in points] == epoch_ends and all(
         0 <= accuracy <= 1 for _, _, accuracy in points
     )

@@ -30,14 +30,10 @@ from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
 from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators
 from gd_torch.core.model import Network
-from gd_torch.core.run_dir import (
-    create_run_directory,
-    default_run_name,
-    library_versions,
-    write_json,
-)
+from gd_torch.core.naming import group_labels, sweep_name, varying
+from gd_torch.core.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
-from gd_torch.dashboard.tensorboard import TrainingLog
+from gd_torch.dashboard.tensorboard import TrainingLog, start_group, view_command
 from gd_torch.tools.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
 
 FINAL_METRICS = ("test_accuracy", "best_test_accuracy", "test_cost", "train_cost")
@@ -105,20 +101,19 @@ def sweep(
     compute_gradients = STACKED_ENGINES[base.engine]
     best_by = "test_accuracy" if data.validation is None else "validation_accuracy"
 
+    dry_run = "_dry-run" if options.dry_run else ""
     sweep_dir = create_run_directory(
-        options.runs_dir,
-        options.run_name or f"sweep_{base.engine}_b{base.batch_size}_{len(configs)}copies",
+        options.runs_dir, (options.run_name or sweep_name(base, len(configs))) + dry_run
     )
     copy_options = dataclasses.replace(options, runs_dir=str(sweep_dir), run_name="")
-    run_dirs = [
-        create_run_directory(sweep_dir, default_run_name(config, options.dry_run))
-        for config in configs
-    ]
+    names = group_labels(configs)  # lr1.5_s03: what varies, then the seed; the time is the parent's
+    run_dirs = [create_run_directory(sweep_dir, name, timestamp=False) for name in names]
     for config, run_dir in zip(configs, run_dirs):
         write_json(
             run_dir / "config.json", {"settings": to_dict(config), "options": to_dict(copy_options)}
         )
-    write_json(sweep_dir / "versions.json", library_versions() | {"device": str(device)})
+    versions = library_versions() | {"device": str(device)}
+    write_json(sweep_dir / "versions.json", versions)
     rates_shown = " ".join(sorted({f"{c.learning_rate:g}" for c in configs}, key=float))
     seeds_shown = " ".join(sorted({str(c.seed) for c in configs}, key=int))
     print(
@@ -130,10 +125,17 @@ def sweep(
         flush=True,
     )
 
+    start_group(sweep_dir, configs, varying(configs), copy_options, versions, networks[0], data)
     logs = [TrainingLog(run_dir) for run_dir in run_dirs]
     histories = [[] for _ in configs]
     train, step = data.train, 0
+    when = dict(cost=base.cost, last_epoch=epochs, image_every=options.image_every)
     try:
+        untrained = measure(lambda split: evaluate_copies(stacked, split, base.cost), data)
+        for config, name, network, log, metrics in zip(configs, names, networks, logs, untrained):
+            log.session_start(config, name)
+            log.layout()
+            log.epoch_end(0, 0, metrics, network, data, **when)  # step 0: the untrained copy
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             rates = torch.tensor(
@@ -172,8 +174,10 @@ def sweep(
                 stacked.copy_into(k, network)
                 best = max([metrics[best_by], *(h["best_accuracy"] for h in histories[k])])
                 histories[k].append({"epoch": epoch, "step": step, "best_accuracy": best} | metrics)
-                log.epoch(step, epoch, metrics, network)
-                log.images_if_due(step, epoch, epochs, options.image_every, network, data.test)
+                best_test = max(h["test_accuracy"] for h in histories[k])
+                log.epoch_end(
+                    step, epoch, metrics | {"best_test_accuracy": best_test}, network, data, **when
+                )
                 optimizer = torch.optim.SGD(
                     network.parameters(),
                     lr=metrics["learning_rate"],
@@ -203,15 +207,18 @@ def sweep(
                 flush=True,
             )
         finals = [final_metrics(history) for history in histories]
-        for config, final, log in zip(configs, finals, logs):
-            log.hyperparameters(config, final, step)
+        for network, final, log in zip(networks, finals, logs):
+            finished = math.isfinite(final["train_cost"])
+            if finished:
+                log.final(step, network, data.test)
+            log.session_end("finished" if finished else "diverged")
     finally:
         for log in logs:
             log.close()
     table = write_summary(sweep_dir, configs, run_dirs, finals)
     print(
         f"{table}\nsummary in {sweep_dir / 'summary.md'} and summary.csv; compare the runs with: "
-        f"tensorboard --logdir {sweep_dir}",
+        f"{view_command(sweep_dir, step, epochs, options)}",
         file=out,
         flush=True,
     )
