@@ -243,6 +243,7 @@ def test_the_text_tab_holds_the_settings_options_and_versions(swept, single):
         "run/training_settings/text_summary",
         "run/run_options/text_summary",
         "run/versions/text_summary",
+        "run/how_to_read/text_summary",
     }
     (settings_text,) = get(client, "text/text", run=".", tag="run/training_settings/text_summary")
     html = settings_text["text"]

@@ -38,6 +38,25 @@ def versions_table(versions: dict) -> str:
     return table(("library", "version"), list(versions.items()))
 
 
+HOW_TO_READ = """\
+- **Step 0** is the untrained network: the epoch charts, histograms and images start there
+  (about 10% of the digits right), before the first SGD step.
+- **Smoothing** draws a moving average (weight 0.6) of each line. On a run of a few epochs it
+  lags by about an epoch (the cost drawn for epoch 1 is mostly the untrained one): set it to 0
+  for the `epoch/` charts. The `batch/` charts (a few digits a step) are noisy and gain from it.
+- **Ignore outliers in chart scaling** cuts the y axis to the 5th-95th percentile of the points:
+  on a short run, step 0 and the best epochs fall off the chart. Untick it.
+- **CUSTOM SCALARS** puts the train and test cost on one chart (the gap is overfitting), the
+  accuracies on another, the learning rate η and ‖∇C‖ on a third.
+- **HISTOGRAMS**: `weight_gradients` and `bias_gradients` are ∂C/∂W and ∂C/∂b of the cost over
+  the first 1,000 training digits, the same digits each time.
+- **IMAGES**: `first_layer_weights` shows each neuron at its own brightness (its largest |w|),
+  `first_layer_weights_one_scale` all of them on one scale.
+- TensorBoard keeps 1,000 points of a scalar, 10 images and 51 histograms per tag and samples
+  the rest at random; `tensorboard --samples_per_plugin scalars=N,images=N` keeps more.
+"""
+
+
 def run_texts(
     settings: list[TrainingSettings], options: RunOptions, versions: dict
 ) -> dict[str, str]:
@@ -46,4 +65,5 @@ def run_texts(
         "run/training_settings": settings_table(settings, "training setting"),
         "run/run_options": settings_table([options], "run option"),
         "run/versions": versions_table(versions),
+        "run/how_to_read": HOW_TO_READ,
     }
