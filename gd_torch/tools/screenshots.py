@@ -164,6 +164,20 @@ class Browser:
         self.call("Page.navigate", url=url)
         time.sleep(settle)  # TensorBoard loads its data after the page
 
+    def click(self, x: float, y: float, count: int = 1) -> None:
+        """A real mouse click (``count`` 2: a double click) at (x, y) in the page."""
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for clicks in range(1, count + 1):
+            for kind in ("mousePressed", "mouseReleased"):
+                self.call(
+                    "Input.dispatchMouseEvent",
+                    type=kind,
+                    x=x,
+                    y=y,
+                    button="left",
+                    clickCount=clicks,
+                )
+
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot")["data"]))
 
@@ -197,6 +211,19 @@ for (const slider of findAll('image-card-component input[type=range]')) {
 COST_ON_A_LOG_SCALE = """
 findAll('paper-icon-button[icon=line-weight]')[0].click();
 """
+# Where to click, as a JavaScript expression giving [x, y]: the Network's box in GRAPHS (a double
+# click opens it), then "Fit to screen".
+NETWORK_NODE = """
+const box = findAll('g.node').find(n => n.getAttribute('data-name') === 'Network')
+  .getBoundingClientRect();
+[box.x + box.width / 2, box.y + box.height / 2]
+"""
+FIT_TO_SCREEN = """
+const fit = findAll('*')
+  .find(e => e.children.length === 0 && e.textContent.trim() === 'Fit to screen')
+  .getBoundingClientRect();
+[fit.x + fit.width / 2, fit.y + fit.height / 2]
+"""
 COLOR_BY_LABEL = """
 const panel = findAll('vz-projector-data-panel')[0];
 panel.selectedColorOptionName = 'label';
@@ -210,6 +237,7 @@ class Shot:
     address: str  # after http://host:port/
     size: tuple[int, int]
     script: str = ""  # JavaScript to run once the tab has loaded
+    clicks: tuple[tuple[str, int], ...] = ()  # then (where, 1 or 2 clicks), one after another
     settle: float = 12.0
 
 
@@ -224,10 +252,10 @@ SHOTS = (
     ),
     Shot("step-0", ONE_RUN_IMAGES, (1400, 760), SLIDERS_TO_STEP_0),
     Shot("images", ONE_RUN_IMAGES, (1400, 760)),
-    Shot("text", "#text", (1400, 900)),
+    Shot("text", "#text&tagFilter=training_settings", (1400, 980)),
     Shot("pr-curves", "#pr_curves", (1400, 900)),
     Shot("projector", "#projector", (1400, 900), COLOR_BY_LABEL, settle=25.0),
-    Shot("graphs", "#graphs", (1400, 700)),
+    Shot("graphs", "#graphs", (1400, 1000), clicks=((NETWORK_NODE, 2), (FIT_TO_SCREEN, 1))),
 )
 
 
@@ -273,6 +301,9 @@ def take(logdir: Path, out: Path, chromium: str, names: list[str] | None = None)
                     browser.open(base + shot.address, shot.size, shot.settle)
                     if shot.script:
                         browser.evaluate(FIND_ALL + shot.script)
+                        time.sleep(3)
+                    for where, count in shot.clicks:
+                        browser.click(*browser.evaluate(FIND_ALL + where), count)
                         time.sleep(3)
                     path = out / f"tensorboard-{shot.name}.png"
                     browser.screenshot(path)
