@@ -48,6 +48,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_tensorboard(logdir: Path, port: int, log, *flags: str) -> subprocess.Popen:
+    """``tensorboard`` serving ``logdir`` on 127.0.0.1:``port``, its messages into the file
+    ``log`` (a file, not a pipe: a full pipe would stall the server)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port)]
+        + ["--host", "127.0.0.1", "--load_fast", "false", *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
 def wait_for(url: str, process: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -272,23 +283,7 @@ def take(logdir: Path, out: Path, chromium: str, names: list[str] | None = None)
     port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         log = open(Path(scratch) / "tensorboard.log", "wb")
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tensorboard.main",
-                "--logdir",
-                str(logdir),
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--load_fast",
-                "false",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        server = start_tensorboard(logdir, port, log)
         written = []
         try:
             base = f"http://127.0.0.1:{port}/"
