@@ -254,7 +254,7 @@ class Shot:
 
 ONE_RUN_IMAGES = "?runFilter=%5Elr1_s0%24&tagFilter=%5Eimages%2F&smoothing=0#timeseries"
 SHOTS = (
-    Shot("hparams", "#hparams", (1800, 520)),
+    Shot("hparams", "#hparams", (1920, 460)),
     Shot(
         "custom-scalars",
         "#custom_scalars&_smoothingWeight=0",
