@@ -42,6 +42,7 @@ def _train(arguments) -> None:
     from gd_torch.api import train
     from gd_torch.core.resume import saved_settings
     from gd_torch.core.run import ProgressBar
+    from gd_torch.dashboard.tensorboard import view_command
 
     if arguments.resume and arguments.preset:
         raise GdTorchError(
@@ -57,7 +58,9 @@ def _train(arguments) -> None:
     callbacks = [ProgressBar()] if sys.stderr.isatty() else []
     result = train(settings, options, callbacks=callbacks, resume=arguments.resume)
     if result.run_dir is not None:
-        print(f"view it with: tensorboard --logdir {result.run_dir.parent}")
+        steps = result.final["step"] if result.history else 0
+        epochs = 1 if options.dry_run else settings.epochs
+        print(f"view it with: {view_command(result.run_dir.parent, steps, epochs, options)}")
 
 
 def _sweep(arguments) -> None:
@@ -142,6 +145,7 @@ def _analyze(arguments) -> None:
     import torch
 
     from gd_torch.analysis.report import analyze
+    from gd_torch.dashboard import projector
 
     torch.set_num_threads(1)
     analyze(
@@ -154,6 +158,7 @@ def _analyze(arguments) -> None:
         surface_digits=arguments.surface_digits,
         gradient_draws=arguments.gradient_draws,
         digit_index=arguments.digit_index,
+        projector=projector.embed,
     )
 
 

@@ -22,7 +22,7 @@ COPIES = [
 
 def main(data_root: str, runs_dir: str) -> None:
     options = RunOptions(data_root=data_root, download=False, runs_dir=runs_dir, image_every=0)
-    summarize(train_copies(COPIES, options, "copies"))
+    summarize(train_copies(COPIES, options, "copies"), options)
 
 
 if __name__ == "__main__":

@@ -86,10 +86,14 @@ def test_every_figure_is_in_tensorboard_as_the_same_image(run, analyzed):
             assert (event.width, event.height) == image.size == png.size
 
 
-def test_training_draws_weights_and_confusion_matrix_every_epoch(run):
+def test_training_draws_weights_and_confusion_matrix_at_step_0_and_every_epoch(run):
     logged = images_in_log(run.run_dir)
-    for tag in ("images/first_layer_weights", "images/confusion_matrix"):
-        assert [event.step for event in logged[tag]] == [epoch["step"] for epoch in run.history]
+    for tag in (
+        "images/first_layer_weights",
+        "images/first_layer_weights_one_scale",
+        "images/confusion_matrix",
+    ):
+        assert [event.step for event in logged[tag]] == [0] + [e["step"] for e in run.history]
 
 
 def test_summary_names_the_sensitivities_noise_and_mistakes(analyzed):

@@ -313,4 +313,4 @@ def test_an_existing_run_directory_is_never_reused(tmp_path, monkeypatch):
         time, "strftime", lambda _: "20250101-000000"
     )  # two runs started in the same second
     first, second = create_run_directory(tmp_path, "same"), create_run_directory(tmp_path, "same")
-    assert (first.name, second.name) == ("20250101-000000_same", "20250101-000000_same-2")
+    assert (first.name, second.name) == ("same_20250101-000000", "same_20250101-000000-2")

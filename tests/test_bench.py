@@ -53,14 +53,18 @@ def test_bench_reports_every_row_consistently(fake_mnist_root):
     others = {
         ("manual, TensorBoard log on", 10),
         ("TensorBoard images", None),
+        ("TensorBoard histograms", None),
+        ("TensorBoard start and end of a run", None),
         ("evaluation, train + test sets", None),
     }
     assert expected | others == set(rows)
     for (name, batch_size), row in rows.items():
         assert len(row["repetitions"]) == 2 and row["seconds_per_epoch"] > 0
-        examples = {"evaluation, train + test sets": 800, "TensorBoard images": 200}.get(
-            name, 600
-        )  # 600 training, 200 test digits
+        examples = {
+            "evaluation, train + test sets": 800,
+            "TensorBoard images": 200,
+            "TensorBoard start and end of a run": 200,
+        }.get(name, 600)  # 600 training, 200 test digits (the histograms' sample: all 600)
         assert row["examples_per_second"] == pytest.approx(examples / row["seconds_per_epoch"])
         if batch_size is not None:
             assert row["times_floor"] == pytest.approx(
@@ -71,12 +75,26 @@ def test_bench_reports_every_row_consistently(fake_mnist_root):
                 tutorial / row["seconds_per_epoch"]
             )
     logged = rows[("manual, TensorBoard log on", 10)]
-    images = rows[("TensorBoard images", None)]
     logging = cpu["logging_seconds_per_epoch"]
     assert 0 < logging < statistics.fmean(logged["repetitions"])
-    amortised_images = images["seconds_per_epoch"] / cpu["image_every"]
+    # a 60-epoch default run: histograms at epochs 2, 4, ..., 60, images at 10, 20, ..., 60
+    once = {
+        name: rows[(name, None)]["seconds_per_epoch"]
+        for name in (
+            "TensorBoard images",
+            "TensorBoard histograms",
+            "TensorBoard start and end of a run",
+        )
+    }
+    rarer = (
+        30 * once["TensorBoard histograms"]
+        + 6 * once["TensorBoard images"]
+        + once["TensorBoard start and end of a run"]
+    ) / 60
+    assert cpu["run_epochs"] == 60 and cpu["image_every"] == 10
+    assert cpu["rarer_logging_seconds_per_epoch"] == pytest.approx(rarer)
     assert cpu["logging_overhead"] == pytest.approx(
-        (logging + amortised_images) / (statistics.fmean(logged["repetitions"]) - logging)
+        (logging + rarer) / (statistics.fmean(logged["repetitions"]) - logging)
     )
 
 
@@ -100,7 +118,7 @@ def test_bench_prints_a_table_with_one_line_per_row(fake_mnist_root):
             for line in lines
             if line
         )
-        == 7
+        == 9
     )
 
 

@@ -140,7 +140,7 @@ def test_resume_from_a_checkpoint_older_than_the_log_purges_the_orphaned_steps(t
     steps = [step for step, _ in scalars(first.run_dir, "batch/train_cost")]
     assert steps == list(range(5, 3 * STEPS_PER_EPOCH + 1, 5))
     epochs = [step for step, _ in scalars(first.run_dir, "epoch/test_accuracy")]
-    assert epochs == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH, 3 * STEPS_PER_EPOCH]
+    assert epochs == [0, STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH, 3 * STEPS_PER_EPOCH]  # 0: untrained
 
 
 @pytest.mark.parametrize(

@@ -107,8 +107,8 @@ def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(
     )  # stopped mid-epoch
     assert state["step"] == state["epoch"] * TRAIN_IMAGES + state["batches_done"]
     epoch_ends = [
-        TRAIN_IMAGES * epoch for epoch in range(1, state["epoch"] + 1)
-    ]  # x: SGD step (batch size 1)
+        TRAIN_IMAGES * epoch for epoch in range(0, state["epoch"] + 1)
+    ]  # x: SGD step (batch size 1); step 0 is the untrained network
     assert [step for step, _ in scalars(run_dir, "epoch/test_accuracy")] == epoch_ends
     assert [step for step, _ in scalars(run_dir, "batch/train_cost")] == list(
         range(50, state["step"] + 1, 50)

@@ -167,7 +167,7 @@ def test_each_copy_equals_training_it_alone(engine, tmp_path):
             torch.testing.assert_close(swept, single, rtol=1e-4, atol=1e-5)
         assert final["test_cost"] == pytest.approx(alone.final["test_cost"], rel=1e-4)
         checkpoint = load_checkpoint(
-            next(result.sweep_dir.glob(f"*_lr{config.learning_rate:g}_s{config.seed}")) / "last.pt"
+            result.sweep_dir / f"lr{config.learning_rate:g}_s{config.seed}" / "last.pt"
         )
         restored, restored_config = network_from_checkpoint(checkpoint)
         assert restored_config == config and checkpoint["step"] == 120

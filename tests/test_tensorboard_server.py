@@ -3,26 +3,18 @@ charts."""
 
 import io
 import json
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
 from gd_torch import train
+from gd_torch.tools.screenshots import free_port, start_tensorboard
 from tests.configs import split
 
 STARTUP_SECONDS = (
     120  # TensorBoard imports slowly on a busy machine; the wait is bounded all the same
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str):
@@ -44,26 +36,8 @@ def server(tmp_path, fake_mnist_root):
     )
     run_dir = train(*config, out=io.StringIO()).run_dir
     port = free_port()
-    log = tmp_path / "tensorboard.log"  # a file, not a pipe: a full pipe would stall the server
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(run_dir.parent),
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--load_fast",
-            "false",
-            "--reload_interval",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
+    log = tmp_path / "tensorboard.log"
+    process = start_tensorboard(run_dir.parent, port, log.open("wb"), "--reload_interval", "1")
     try:
         yield f"http://127.0.0.1:{port}", run_dir.name, process, log
     finally:
@@ -106,9 +80,11 @@ def test_tensorboard_serves_scalars_histograms_and_images(server):
     assert images["images/confusion_matrix"]["samples"] == 1
     points = get_json(f"{base}/data/plugin/scalars/scalars?run={run}&tag=epoch/test_accuracy")
     epoch_ends = [
+        0,
         60,
         120,
-    ]  # x is the SGD step: 600 synthetic digits in batches of 10 make 60 steps an epoch
+    ]  # x is the SGD step: 600 synthetic digits in batches of 10 make 60 steps an epoch; step 0
+    # is the untrained network
     assert [step for _, step, _ in points] == epoch_ends and all(
         0 <= accuracy <= 1 for _, _, accuracy in points
     )
@@ -116,3 +92,24 @@ def test_tensorboard_serves_scalars_histograms_and_images(server):
         f"{base}/data/plugin/images/images?run={run}&tag=images/first_layer_weights&sample=0"
     )
     assert [entry["step"] for entry in steps] == epoch_ends
+
+
+def test_tensorboard_serves_hparams_custom_scalars_and_projector(server):
+    base, run, process, log = server
+    wait_for_tags(base, "scalars", run, process, log)
+    request = urllib.request.Request(
+        f"{base}/data/plugin/hparams/experiment",
+        data=b'{"experimentName": ""}',
+        headers={"Content-Type": "application/json"},  # else the body is form data
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        experiment = json.load(response)
+    # a single run marks what its name shows: --epochs 2 (not the default), η and the seed
+    differing = [info["name"] for info in experiment["hparamInfos"] if info.get("differs")]
+    assert differing == ["epochs", "learning_rate", "seed"]
+    layout = get_json(f"{base}/data/plugin/custom_scalars/layout")
+    assert len(layout["category"][0]["chart"]) == 3
+    deadline = time.monotonic() + STARTUP_SECONDS  # the projector looks for its files in a thread
+    while run not in get_json(f"{base}/data/plugin/projector/runs"):
+        assert time.monotonic() < deadline, "the projector found no embedding"
+        time.sleep(0.5)

@@ -1,5 +1,6 @@
 import io
 import json
+import re
 
 import pytest
 import torch
@@ -63,7 +64,8 @@ def test_both_engines_follow_the_same_trajectory(tmp_path):
 def test_run_directory_holds_config_versions_checkpoint_and_events(tmp_path):
     settings, options = config = quick_config(tmp_path, run_name="look")
     result = run(config)
-    assert result.run_dir.parent == tmp_path / "runs" and result.run_dir.name.endswith("_look")
+    assert result.run_dir.parent == tmp_path / "runs"
+    assert re.fullmatch(r"look_\d{8}-\d{6}", result.run_dir.name)  # the name first, the time last
     saved = json.loads((result.run_dir / "config.json").read_text())
     assert saved == json.loads(
         json.dumps({"settings": to_dict(settings), "options": to_dict(options)})
@@ -104,20 +106,16 @@ def test_tensorboard_events_hold_every_chart(tmp_path):
         )
     }
     batch_tags = {"batch/train_cost", "batch/gradient_norm", "batch/learning_rate"}
-    final_tags = {
-        "final/test_accuracy",
-        "final/test_cost",
-        "final/train_cost",
-        "final/best_test_accuracy",
-    }
-    assert epoch_tags | batch_tags | final_tags <= scalars
+    assert epoch_tags | batch_tags | {"epoch/best_test_accuracy"} <= scalars
+    assert not any(tag.startswith("final/") for tag in scalars)  # no one-dot charts
     assert [e.step for e in events.Scalars("epoch/test_accuracy")] == [
+        0,
         60,
         120,
         180,
-    ]  # x: SGD step, 60 per epoch
-    assert [e.value for e in events.Scalars("epoch/epoch")] == [1, 2, 3]
-    assert [e.value for e in events.Scalars("epoch/test_accuracy")] == pytest.approx(
+    ]  # x: SGD step, 60 per epoch; step 0 is the untrained network
+    assert [e.value for e in events.Scalars("epoch/epoch")] == [0, 1, 2, 3]
+    assert [e.value for e in events.Scalars("epoch/test_accuracy")][1:] == pytest.approx(
         [h["test_accuracy"] for h in result.history]
     )
     assert [e.step for e in events.Scalars("batch/train_cost")] == list(range(20, 181, 20))
@@ -130,9 +128,8 @@ def test_tensorboard_events_hold_every_chart(tmp_path):
             f"layer{l}/weight_gradients",
             f"layer{l}/bias_gradients",
         } <= histograms
-    # HPARAMS: in the run's own directory, not in a sub-run, with metric names unlike the scalar
-    # tags.
-    assert [p.name for p in result.run_dir.iterdir() if p.is_dir()] == []
+    # HPARAMS: in the run's own directory, not in a sub-run; its metrics are the epoch charts.
+    assert not list(result.run_dir.glob("**/*/events.out.tfevents.*"))
     plugin = events.PluginTagToContent("hparams")
     assert {
         "_hparams_/experiment",
@@ -140,7 +137,7 @@ def test_tensorboard_events_hold_every_chart(tmp_path):
         "_hparams_/session_end_info",
     } <= set(plugin)
     assert (
-        b"final/test_accuracy" in plugin["_hparams_/experiment"]
+        b"epoch/test_accuracy" in plugin["_hparams_/experiment"]
         and b"learning_rate" in plugin["_hparams_/session_start_info"]
     )
 

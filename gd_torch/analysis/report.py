@@ -1,11 +1,12 @@
 """``gd-torch analyze CHECKPOINT``: figures of a trained network as PNG files in its run directory,
 the same images in the run's TensorBoard log (IMAGES tab, tags ``analysis/<name>``), and a text
-summary.
+summary, printed and in the log (TEXT tab, ``analysis/summary``).
 """
 
 import dataclasses
 import io
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from gd_torch.analysis.sensitivity import full_gradient, most_sensitive
 from gd_torch.analysis.surface import check_grid
 from gd_torch.core import manual
 from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, settings_of
-from gd_torch.core.data import Mnist
+from gd_torch.core.data import Mnist, Split
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.loop import prepare_data, seeded_generators
 from gd_torch.core.model import Network
@@ -46,9 +47,14 @@ def analyze(
     surface_digits: int = 10_000,
     gradient_draws: int = DRAWS,
     digit_index: int = 1,
+    projector: Callable[[Path, str, str, Network, Split], str] | None = None,
 ) -> dict[str, Path]:
     """Draw every figure, write it as ``<run dir>/<name>.png`` and into TensorBoard; returns
-    {name: png path}."""
+    {name: png path}.
+
+    ``projector(run_dir, name, when, network, test)``, when given, writes the trained network's
+    embedding for TensorBoard's PROJECTOR and returns its title (``gd-torch analyze`` passes
+    ``gd_torch.dashboard.projector.embed``: this layer does not import the dashboard)."""
     out = out or sys.stdout  # looked up now, so that a redirected sys.stdout is used
     if top < 1:
         raise GdTorchError(f"--top must be a positive integer, not {top}")
@@ -85,7 +91,7 @@ def analyze(
         file=out,
     )
 
-    drawn = {}
+    drawn, summary = {}, []
     sections = (
         _weights,
         partial(_sensitivity, top=top),
@@ -106,22 +112,36 @@ def analyze(
     for section in sections:
         section_figures, lines = section(trained, initial, config, data)
         drawn |= section_figures
+        summary += lines
         for line in lines:
             print(line, file=out, flush=True)
 
-    written = write_figures(drawn, run_dir, state["step"])
+    written = write_figures(drawn, run_dir, state["step"], summary)
+    embedding = projector and projector(
+        run_dir,
+        f"analyze_{Path(checkpoint).stem}_step{state['step']}",
+        f"{Path(checkpoint).name}, gd-torch analyze (step {state['step']:,})",
+        trained,
+        data.test,
+    )
     print(
         f"{len(written)} figures written to {run_dir}/ "
         f"({', '.join(p.name for p in written.values())}) and to its "
-        f"TensorBoard log under IMAGES, analysis/ (tensorboard --logdir {run_dir.parent})",
+        f"TensorBoard log under IMAGES, analysis/"
+        + (", the summary under TEXT" if summary else "")
+        + (f", {embedding} under PROJECTOR" if embedding else "")
+        + f" (tensorboard --logdir {run_dir.parent})",
         file=out,
     )
     return written
 
 
-def write_figures(drawn: dict[str, Figure], run_dir: Path, step: int) -> dict[str, Path]:
+def write_figures(
+    drawn: dict[str, Figure], run_dir: Path, step: int, summary: list[str] = ()
+) -> dict[str, Path]:
     """Each figure as ``run_dir/<name>.png`` and into the TensorBoard log there (IMAGES,
-    ``analysis/<name>`` at ``step``); returns {name: png path}."""
+    ``analysis/<name>`` at ``step``), and the printed ``summary`` lines under TEXT
+    (``analysis/summary``); returns {name: png path}."""
     written = {}
     writer = SummaryWriter(str(run_dir))
     try:
@@ -138,6 +158,8 @@ def write_figures(drawn: dict[str, Figure], run_dir: Path, step: int) -> dict[st
                 step,
                 dataformats="HWC",
             )
+        if summary:
+            writer.add_text("analysis/summary", "\n".join(f"    {line}" for line in summary), step)
     finally:
         writer.close()
     return written

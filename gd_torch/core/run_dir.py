@@ -7,24 +7,25 @@ import time
 from pathlib import Path
 
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.naming import label, single_run_names
 from gd_torch.core.settings import TrainingSettings
 
 
 def default_run_name(settings: TrainingSettings, dry_run: bool = False) -> str:
-    hidden = "-".join(map(str, settings.hidden_sizes)) or "none"
-    return (
-        f"h{hidden}_{settings.engine}_b{settings.batch_size}_lr{settings.learning_rate:g}"
-        f"_s{settings.seed}" + ("_dry-run" if dry_run else "")
-    )
+    """What tells the run apart: the settings changed from the defaults, its learning rate and
+    its seed (``b100_lr0.5_s2``; see gd_torch.core.naming)."""
+    return label(settings, single_run_names(settings)) + ("_dry-run" if dry_run else "")
 
 
-def create_run_directory(runs_dir: str | Path, name: str) -> Path:
-    """A new directory ``runs_dir/<YYYYmmdd-HHMMSS>_<name>``, never one that exists (a -2, -3
-    ... suffix is added)."""
+def create_run_directory(runs_dir: str | Path, name: str, timestamp: bool = True) -> Path:
+    """A new directory ``runs_dir/<name>_<YYYYmmdd-HHMMSS>`` (``runs_dir/<name>`` without the
+    timestamp), never one that exists (a -2, -3 ... suffix is added). The name comes first so
+    that TensorBoard's legends and cards show what differs, and the names sort by it, then by
+    time."""
     parent = Path(runs_dir)
     if parent.exists() and not parent.is_dir():
         raise GdTorchError(f"--runs-dir {parent} is a file, not a directory")
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}_{name}"
+    stem = f"{name}_{time.strftime('%Y%m%d-%H%M%S')}" if timestamp else name
     for attempt in range(1, 1000):
         path = parent / (stem if attempt == 1 else f"{stem}-{attempt}")
         try:

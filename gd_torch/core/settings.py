@@ -186,7 +186,7 @@ class RunOptions:
     image_every: int = _option(
         10,
         "draw the first-layer weights and the test confusion matrix "
-        "into TensorBoard every N epochs and after the last (0: never)",
+        "into TensorBoard at step 0, every N epochs and after the last (0: never)",
     )
     checkpoint_every: int = _option(
         1,

@@ -1,13 +1,25 @@
 """What a training run shows in TensorBoard (``tensorboard --logdir runs``).
 
-SCALARS     batch/train_cost, batch/gradient_norm, batch/learning_rate  every --log-every SGD steps
-            epoch/{train,test,validation}_{cost,accuracy}, epoch/epoch, epoch/seconds, ...
-            per epoch
-HISTOGRAMS  layer{l}/weights, layer{l}/biases, layer{l}/weight_gradients, layer{l}/bias_gradients
-IMAGES      images/first_layer_weights, images/confusion_matrix  every --image-every epochs and
-            after the last
-HPARAMS     the training settings, with final/test_accuracy, final/best_test_accuracy,
-            final/test_cost, final/train_cost (and final/validation_accuracy)
+TIME SERIES, SCALARS
+    batch/train_cost, batch/gradient_norm, batch/learning_rate    every --log-every SGD steps
+    epoch/{train,test,validation}_{cost,accuracy}                  at step 0 (the untrained
+        network) and after each epoch; epoch/best_test_accuracy, epoch/epoch,
+        epoch/learning_rate, epoch/seconds, epoch/sgd_seconds after each epoch
+CUSTOM SCALARS  train, test (and validation) cost on one chart, accuracy on another, η and ‖∇C‖
+HISTOGRAMS  layer{l}/weights, layer{l}/biases, and layer{l}/weight_gradients,
+    layer{l}/bias_gradients: ∂C/∂W^l, ∂C/∂b^l of the cost over the first 1,000 training digits
+    (GRADIENT_SAMPLE); at step 0 and after each epoch, or each k-th epoch of a run longer than
+    50 epochs, so that a tag has at most 51 (TensorBoard shows no more)
+IMAGES      images/first_layer_weights (each neuron at its own brightness),
+    images/first_layer_weights_one_scale, images/confusion_matrix: at step 0, every
+    --image-every epochs and after the last
+PR CURVES   pr_curves/digit_<d>: digit d against the rest, from the output a^L_d of the test
+    digits, after the last epoch
+PROJECTOR   the last hidden layer's activations of 2,000 test digits, after the last epoch
+    (gd_torch.dashboard.projector)
+TEXT        run/training_settings, run/run_options, run/versions (gd_torch.dashboard.text)
+GRAPHS      the Network, traced
+HPARAMS     the training settings and the metrics (gd_torch.dashboard.hparams)
 
 Everything is indexed by the SGD step (the x axis of every chart, and the slider of the
 HISTOGRAMS and IMAGES tabs), so a resumed run's ``purge_step`` removes all of what was
@@ -16,20 +28,69 @@ logged after its checkpoint; ``epoch/epoch`` maps steps to epochs.
 ``TrainingLog`` writes; ``TensorBoard`` is the callback that writes a run's log as it trains.
 """
 
+import math
+import warnings
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
-from gd_torch.core.data import Split
+from gd_torch.core import manual
+from gd_torch.core.data import Mnist, Split
+from gd_torch.core.evaluate import evaluate, measure
 from gd_torch.core.model import Network
+from gd_torch.core.naming import single_run_names
 from gd_torch.core.run import Callback, Run
-from gd_torch.core.settings import TrainingSettings, to_dict
+from gd_torch.core.run_dir import default_run_name, library_versions
+from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.dashboard import hparams, projector
+from gd_torch.dashboard.text import run_texts, settings_table
+
+GRADIENT_SAMPLE = 1_000  # the gradient histograms are of the cost over the first 1,000 digits
+MOST_HISTOGRAMS = 51  # per tag: TensorBoard's histogram views show no more (hard-coded)
+TENSORBOARD_KEEPS = {"scalars": 1_000, "images": 10}  # per tag, unless --samples_per_plugin
+LAYOUT = {  # CUSTOM SCALARS: one chart per question, every run on it
+    "train against test": {
+        "cost C: train, test and validation": [
+            "Multiline",
+            [r"^epoch/(train|test|validation)_cost$"],
+        ],
+        "accuracy: train, test and validation": [
+            "Multiline",
+            [r"^epoch/(train|test|validation)_accuracy$"],
+        ],
+        "learning rate η and gradient norm ‖∇C‖": [
+            "Multiline",
+            [r"^batch/(learning_rate|gradient_norm)$"],
+        ],
+    }
+}
+
+
+def histograms_due(epoch: int, epochs: int) -> bool:
+    """Step 0, the last epoch, and every k-th epoch, k = ⌈epochs / 50⌉: at most 51 per tag."""
+    every = math.ceil(epochs / (MOST_HISTOGRAMS - 1))
+    return epoch % every == 0 or epoch == epochs
+
+
+@torch.no_grad()
+def sample_gradients(network: Network, sample: Split, cost: str) -> list[tuple[Tensor, Tensor]]:
+    """[(∂C/∂W^l, ∂C/∂b^l)] of the cost over ``sample``, by backpropagation (BP1-BP4,
+    gd_torch.core.manual), without touching the network's ``.grad``."""
+    activations = manual.forward(network, sample.images)
+    return manual.backward(network, activations, sample.targets, cost)
+
+
+def step_zero_metrics(network: Network, data: Mnist, cost: str) -> dict[str, float]:
+    """The untrained network's {train,test,validation}_{cost,accuracy}."""
+    return measure(lambda split: [evaluate(network, split, cost)], data)[0]
 
 
 class TrainingLog:
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # a second to import: only when logging
 
+        self.run_dir = Path(run_dir)
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
 
     def batch(
@@ -44,16 +105,18 @@ class TrainingLog:
         self.writer.add_scalar("batch/gradient_norm", gradient_norm, step)
         self.writer.add_scalar("batch/learning_rate", learning_rate, step)
 
-    def epoch(self, step: int, epoch: int, scalars: dict[str, float], network: Network) -> None:
+    def epoch(self, step: int, epoch: int, scalars: dict[str, float]) -> None:
         for name, value in ({"epoch": epoch} | scalars).items():
             self.writer.add_scalar(f"epoch/{name}", value, step)
-        for l, layer in enumerate(network.layers, start=1):
+
+    def histograms(self, step: int, network: Network, sample: Split, cost: str) -> None:
+        """Each layer's weights and biases, and the gradient of the cost over ``sample``."""
+        gradients = sample_gradients(network, sample, cost)
+        for l, (layer, (nabla_w, nabla_b)) in enumerate(zip(network.layers, gradients), start=1):
             self.writer.add_histogram(f"layer{l}/weights", layer.weight, step)
             self.writer.add_histogram(f"layer{l}/biases", layer.bias, step)
-            if layer.weight.grad is not None:
-                self.writer.add_histogram(f"layer{l}/weight_gradients", layer.weight.grad, step)
-                self.writer.add_histogram(f"layer{l}/bias_gradients", layer.bias.grad, step)
-        self.writer.flush()
+            self.writer.add_histogram(f"layer{l}/weight_gradients", nabla_w, step)
+            self.writer.add_histogram(f"layer{l}/bias_gradients", nabla_b, step)
 
     def images_if_due(
         self,
@@ -64,7 +127,7 @@ class TrainingLog:
         network: Network,
         test: Split,
     ) -> None:
-        """``images`` every ``image_every`` epochs and after the last one."""
+        """``images`` at step 0, every ``image_every`` epochs and after the last one."""
         if image_every and (epoch % image_every == 0 or epoch == last_epoch):
             self.images(step, epoch, network, test)
 
@@ -72,49 +135,167 @@ class TrainingLog:
         from gd_torch.analysis import figures  # matplotlib is loaded only when images are drawn
         from gd_torch.analysis.outputs import Mistakes, outputs
 
-        weights = figures.neuron_images(
-            "training_weights",
-            f"First-layer weights after epoch {epoch}",
-            {"": network.layers[0].weight},
-        )
-        self.writer.add_figure("images/first_layer_weights", weights, step)
+        when = "untrained (step 0)" if epoch == 0 else f"after epoch {epoch}"
+        weights = network.layers[0].weight
+        for tag, per_neuron in (
+            ("images/first_layer_weights", True),
+            ("images/first_layer_weights_one_scale", False),
+        ):
+            title = f"first-layer weights, {when}"
+            self.writer.add_figure(tag, figures.weight_tiles(weights, title, per_neuron), step)
         confusion = Mistakes.of(outputs(network, test.images), test).confusion
-        self.writer.add_figure("images/confusion_matrix", figures.confusion_matrix(confusion), step)
-        self.writer.flush()
+        self.writer.add_figure(
+            "images/confusion_matrix",
+            figures.confusion_card(confusion, f"test digits, {when}"),
+            step,
+        )
 
-    def hyperparameters(
-        self, settings: TrainingSettings, final: dict[str, float], step: int
+    def final(self, step: int, network: Network, test: Split) -> None:
+        """After the last epoch: a PR curve per digit, and the last hidden layer's projector."""
+        from gd_torch.analysis.outputs import outputs
+
+        output = outputs(network, test.images)  # a^L, (n, 10)
+        for digit in range(output.shape[1]):
+            self.writer.add_pr_curve(
+                f"pr_curves/digit_{digit}", test.labels == digit, output[:, digit], step
+            )
+        projector.embed(
+            self.run_dir, f"step{step}", f"end of training (step {step:,})", network, test
+        )
+
+    def experiment(self, group: list[TrainingSettings], differing: list[str]) -> None:
+        self.writer.file_writer.add_summary(hparams.experiment_summary(group, differing))
+
+    def session_start(self, settings: TrainingSettings, trial: str) -> None:
+        self.writer.file_writer.add_summary(hparams.session_start_summary(settings, trial))
+
+    def session_end(self, outcome: str) -> None:
+        if outcome in hparams.STATUS:  # an interrupted run ends when it is resumed
+            self.writer.file_writer.add_summary(hparams.session_end_summary(outcome))
+
+    def layout(self) -> None:
+        self.writer.add_custom_scalars(LAYOUT)
+
+    def texts(self, texts: dict[str, str], step: int = 0) -> None:
+        for tag, markdown in texts.items():
+            self.writer.add_text(tag, markdown, step)
+
+    def graph(self, network: Network, example: Tensor) -> None:
+        """The Network's forward pass, traced on ``example`` (one digit)."""
+        with warnings.catch_warnings():  # torch.jit.trace's deprecation and tracer warnings
+            warnings.simplefilter("ignore")
+            self.writer.add_graph(network, example)
+
+    def epoch_end(
+        self,
+        step: int,
+        epoch: int,
+        scalars: dict[str, float],
+        network: Network,
+        data: Mnist,
+        *,
+        cost: str,
+        last_epoch: int,
+        image_every: int,
     ) -> None:
-        """Into the run's own directory (SummaryWriter.add_hparams would start a sub-run)."""
-        from torch.utils.tensorboard.summary import hparams
-
-        values = {
-            k: "-".join(map(str, v)) if isinstance(v, tuple) else v
-            for k, v in to_dict(settings).items()
-        }
-        metrics = {f"final/{name}": value for name, value in final.items()}
-        for summary in hparams(values, metrics):
-            self.writer.file_writer.add_summary(summary)
-        for name, value in metrics.items():
-            self.writer.add_scalar(name, value, step)
+        """All an epoch's end (or step 0: ``epoch`` 0) shows: its scalars, the histograms and
+        images when due; then the events go to disk."""
+        self.epoch(step, epoch, scalars)
+        if histograms_due(epoch, last_epoch):
+            self.histograms(step, network, data.train[:GRADIENT_SAMPLE], cost)
+        self.images_if_due(step, epoch, last_epoch, image_every, network, data.test)
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
 
 
+def start_group(
+    root: Path,
+    group: list[TrainingSettings],
+    differing: list[str],
+    options: RunOptions,
+    versions: dict,
+    network: Network,
+    data: Mnist,
+) -> None:
+    """The root of a group of runs (a sweep, a reproduction), a TensorBoard run of its own: the
+    HPARAMS experiment of all of them, their settings (the values that vary listed) and
+    options, the versions, and the graph of their Network."""
+    log = TrainingLog(root)
+    try:
+        log.experiment(group, differing)
+        log.texts(run_texts(group, options, versions))
+        log.graph(network, data.test.images[:1])
+    finally:
+        log.close()
+
+
+def samples_needed(steps: int, epochs: int, options: RunOptions) -> dict[str, int]:
+    """Per plugin, the points a run logs per tag where that is more than TensorBoard keeps by
+    default (1,000 scalars and 10 images per tag, sampled at random beyond that)."""
+    images = (
+        sum(epoch % options.image_every == 0 or epoch == epochs for epoch in range(epochs + 1))
+        if options.image_every
+        else 0
+    )
+    counts = {"scalars": max(steps // options.log_every, epochs + 1), "images": images}
+    return {plugin: count for plugin, count in counts.items() if count > TENSORBOARD_KEEPS[plugin]}
+
+
+def view_command(logdir: Path, steps: int, epochs: int, options: RunOptions) -> str:
+    """``tensorboard --logdir DIR``, with ``--samples_per_plugin`` when the run logged more
+    points than TensorBoard keeps by default, so that every point is shown."""
+    needed = samples_needed(steps, epochs, options)
+    flags = ",".join(f"{plugin}={count}" for plugin, count in needed.items())
+    return f"tensorboard --logdir {logdir}" + (f" --samples_per_plugin {flags}" if flags else "")
+
+
 class TensorBoard(Callback):
     """Writes the run's TensorBoard log into its run directory (rank 0 only; nothing without
-    one)."""
+    one).
 
-    def __init__(self):
+    ``trial`` is the name the HPARAMS tab shows (default: the run's name, without its time);
+    ``grouped`` runs belong to a group (a reproduction) whose root holds the HPARAMS experiment,
+    so they write only their session.
+    """
+
+    def __init__(self, trial: str | None = None, grouped: bool = False):
         self.log: TrainingLog | None = None
+        self.trial, self.grouped = trial, grouped
+
+    def epoch_end(self, run: Run, step: int, epoch: int, metrics: dict[str, float]) -> None:
+        self.log.epoch_end(
+            step,
+            epoch,
+            metrics,
+            run.network,
+            run.data,
+            cost=run.settings.cost,
+            last_epoch=1 if run.options.dry_run else run.settings.epochs,
+            image_every=run.options.image_every,
+        )
 
     def on_run_start(self, run: Run) -> None:
-        if run.run_dir is not None:  # resumed: drop what was logged after the checkpoint
-            self.log = TrainingLog(
-                run.run_dir, purge_step=run.first_step + 1 if run.resumed else None
+        if run.run_dir is None:
+            return
+        if run.resumed:  # drop what was logged after the checkpoint; the options may differ
+            self.log = TrainingLog(run.run_dir, purge_step=run.first_step + 1)
+            self.log.texts(
+                {"run/run_options": settings_table([run.options], "run option")}, run.step
             )
+            return
+        self.log = log = TrainingLog(run.run_dir)
+        settings = run.settings
+        if not self.grouped:
+            log.experiment([settings], single_run_names(settings))
+        name = self.trial or run.options.run_name or default_run_name(settings, run.options.dry_run)
+        log.session_start(settings, name)
+        log.layout()
+        versions = library_versions() | {"device": str(run.device)}
+        log.texts(run_texts([settings], run.options, versions))
+        log.graph(run.network, run.data.test.images[:1])
+        self.epoch_end(run, 0, 0, step_zero_metrics(run.network, run.data, settings.cost))
 
     def on_step_end(self, run: Run) -> None:
         if self.log is not None and run.step % run.options.log_every == 0:
@@ -124,18 +305,13 @@ class TensorBoard(Callback):
     def on_epoch_end(self, run: Run) -> None:
         if self.log is not None:
             metrics = {k: v for k, v in run.metrics.items() if k not in ("epoch", "step")}
-            self.log.epoch(run.step, run.epoch, metrics, run.network)
-            last = 1 if run.options.dry_run else run.settings.epochs
-            self.log.images_if_due(
-                run.step, run.epoch, last, run.options.image_every, run.network, run.data.test
-            )
+            metrics["best_test_accuracy"] = max(epoch["test_accuracy"] for epoch in run.history)
+            self.epoch_end(run, run.step, run.epoch, metrics)
 
     def on_run_end(self, run: Run) -> None:
         if self.log is None:
             return
         if run.outcome in ("finished", "stopped") and run.history:
-            names = ("test_accuracy", "test_cost", "train_cost", "validation_accuracy")
-            final = {k: run.metrics[k] for k in names if k in run.metrics}
-            final["best_test_accuracy"] = max(epoch["test_accuracy"] for epoch in run.history)
-            self.log.hyperparameters(run.settings, final, run.step)
+            self.log.final(run.step, run.network, run.data.test)
+        self.log.session_end(run.outcome)
         self.log.close()

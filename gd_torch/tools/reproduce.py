@@ -128,19 +128,33 @@ def reproduce(
     the table's rows."""
     from gd_torch.api import train
     from gd_torch.core.data import load_mnist
+    from gd_torch.core.naming import varying
     from gd_torch.core.run_dir import create_run_directory
+    from gd_torch.dashboard.tensorboard import TensorBoard, TrainingLog
 
     unknown = [name for name in names if name not in CONFIGURATIONS]
     if unknown:
         raise GdTorchError(
             f"unknown configuration {', '.join(unknown)}; choose from: {', '.join(CONFIGURATIONS)}"
         )
+
+    def overrides(engine: str) -> dict:
+        return dict(engine=engine) | ({"epochs": epochs} if epochs else {})
+
+    group = [
+        configuration(name, **overrides(engine), seed=seed)
+        for name in names
+        for engine in engines
+        for seed in seeds
+    ]
     parent = create_run_directory(runs_dir, "reproduce")
+    root = TrainingLog(parent)  # HPARAMS: one experiment for all the runs, at their root
+    root.experiment(group, varying(group))
+    root.close()
     datasets = {}  # validation_size -> Mnist: MNIST is read once per split
     rows: dict[tuple[str, str], Row] = {}
     for name in names:
         for engine in engines:
-            overrides = dict(engine=engine) | ({"epochs": epochs} if epochs else {})
             budget = 0.0
             if name in TIME_MATCHED:
                 reference = rows.get((TIME_MATCHED[name][1], engine))
@@ -152,7 +166,7 @@ def reproduce(
                 budget = statistics.mean(reference.sgd_seconds)
             row = None
             for seed in seeds:
-                config = configuration(name, **overrides, seed=seed)
+                config = configuration(name, **overrides(engine), seed=seed)
                 options = RunOptions(
                     data_root=data_root,
                     download=download,
@@ -165,7 +179,14 @@ def reproduce(
                         data_root, download, config.validation_size
                     )
                 data = datasets[config.validation_size]
-                history = train(config, options, data=data, out=io.StringIO()).history
+                history = train(
+                    config,
+                    options,
+                    data=data,
+                    out=io.StringIO(),
+                    tensorboard=False,
+                    callbacks=[TensorBoard(trial=options.run_name, grouped=True)],
+                ).history
                 row = row or Row(name, config, len(data.train), budget, [], [], [], [], [])
                 row.final.append(history[-1]["test_accuracy"])
                 row.best.append(max(h["test_accuracy"] for h in history))

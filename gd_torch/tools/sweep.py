@@ -40,17 +40,13 @@ from gd_torch.core.evaluate import measure
 from gd_torch.core.guard import Interrupted, RunGuard
 from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators
 from gd_torch.core.model import Network
-from gd_torch.core.run_dir import (
-    create_run_directory,
-    default_run_name,
-    library_versions,
-    write_json,
-)
+from gd_torch.core.naming import group_labels, sweep_name, varying
+from gd_torch.core.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
 from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
 from gd_torch.core.trajectory import FILE_NAME, start_trajectory
 from gd_torch.core.weight_space import point_of
-from gd_torch.dashboard.tensorboard import TrainingLog
+from gd_torch.dashboard.tensorboard import TrainingLog, start_group, view_command
 from gd_torch.tools import shards
 
 FINAL_METRICS = ("test_accuracy", "best_test_accuracy", "test_cost", "train_cost")
@@ -125,8 +121,10 @@ def sweep(
     """Train every (learning rate, seed) copy of ``base`` at once; logs one run per copy under a
     new sweep directory, and writes the summary there."""
     configs = sweep_settings(base, seeds, learning_rates)
-    name = options.run_name or f"sweep_{base.engine}_b{base.batch_size}_{len(configs)}copies"
-    return summarize(train_copies(configs, options, name, data=data, out=out), out)
+    name = (options.run_name or sweep_name(base, len(configs))) + (
+        "_dry-run" if options.dry_run else ""
+    )
+    return summarize(train_copies(configs, options, name, data=data, out=out), options, out)
 
 
 def resume_sweep(
@@ -134,7 +132,9 @@ def resume_sweep(
 ) -> SweepResult:
     """Train the copies of a sweep that did not finish (from their last epoch's checkpoint when
     this machine holds one), keep the others, and write the summary of all."""
-    return summarize(train_copies(None, options, resume=sweep_dir, data=data, out=out), out)
+    return summarize(
+        train_copies(None, options, resume=sweep_dir, data=data, out=out), options, out
+    )
 
 
 def train_copies(
@@ -188,7 +188,11 @@ def train_copies(
             return str(resume)
         created = create_run_directory(options.runs_dir, name)
         shards.write_plan(created, configs, options)
-        write_json(created / "versions.json", library_versions() | {"device": str(device)})
+        versions = library_versions() | {"device": str(device)}
+        write_json(created / "versions.json", versions)
+        untrained = Network(configs[0].layer_sizes, configs[0].init, dtype=configs[0].torch_dtype)
+        copy_options = dataclasses.replace(options, runs_dir=str(created), run_name="")
+        start_group(created, configs, varying(configs), copy_options, versions, untrained, data)
         return str(created)
 
     sweep_dir = Path(shards.exchange(shards.together(sweep_directory if leader else str))[0])
@@ -231,10 +235,12 @@ def train_share(
     returns what the rank reports: every copy it finished, and the error that stopped it."""
     copies, error = {}, None
     prefix = f"rank {shards.rank()}: " if distributed.world_size() > 1 else ""
+    names = group_labels(configs)  # lr1.5_s03: what varies, then the seed; no time of their own
     try:
         for stack in stacks(indices, configs, checkpoints):
             run_dirs = [
-                found.get(k) or copy_directory(sweep_dir, configs[k], options) for k in stack
+                found.get(k) or copy_directory(sweep_dir, names[k], configs[k], options)
+                for k in stack
             ]
             trained = train_stacked(
                 [configs[k] for k in stack],
@@ -314,9 +320,12 @@ def stacks(
     return list(groups.values())
 
 
-def copy_directory(sweep_dir: Path, config: TrainingSettings, options: RunOptions) -> Path:
-    """A new run directory for the copy, named like a `gd-torch train` run, with its config.json."""
-    run_dir = create_run_directory(sweep_dir, default_run_name(config, options.dry_run))
+def copy_directory(
+    sweep_dir: Path, name: str, config: TrainingSettings, options: RunOptions
+) -> Path:
+    """A new run directory ``sweep_dir/name`` for the copy (its time is the sweep's), with its
+    config.json."""
+    run_dir = create_run_directory(sweep_dir, name, timestamp=False)
     copy_options = dataclasses.replace(options, runs_dir=str(sweep_dir), run_name="")
     write_json(
         run_dir / "config.json", {"settings": to_dict(config), "options": to_dict(copy_options)}
@@ -398,7 +407,16 @@ def train_stacked(
         for run_dir, network, checkpoint in zip(run_dirs, networks, checkpoints)
     ]  # one per copy, as gd-torch train keeps it
     train = data.train
+    when = dict(cost=base.cost, last_epoch=epochs, image_every=options.image_every)
     try:
+        if done == 0:  # step 0: the untrained copies
+            untrained = measure(lambda split: evaluate_copies(stacked, split, base.cost), data)
+            for config, run_dir, network, log, metrics in zip(
+                configs, run_dirs, networks, logs, untrained
+            ):
+                log.session_start(config, run_dir.name)
+                log.layout()
+                log.epoch_end(0, 0, metrics, network, data, **when)
         for epoch in range(done + 1, epochs + 1):
             started = time.perf_counter()
             rates = torch.tensor(
@@ -447,8 +465,10 @@ def train_stacked(
                 trajectories[k].save(run_dirs[k] / FILE_NAME)
                 best = max([metrics[best_by], *(h["best_accuracy"] for h in histories[k])])
                 histories[k].append({"epoch": epoch, "step": step, "best_accuracy": best} | metrics)
-                log.epoch(step, epoch, metrics, network)
-                log.images_if_due(step, epoch, epochs, options.image_every, network, data.test)
+                best_test = max(h["test_accuracy"] for h in histories[k])
+                log.epoch_end(
+                    step, epoch, metrics | {"best_test_accuracy": best_test}, network, data, **when
+                )
                 optimizer = torch.optim.SGD(
                     network.parameters(),
                     lr=metrics["learning_rate"],
@@ -478,8 +498,11 @@ def train_stacked(
                 flush=True,
             )
         finals = [final_metrics(history) for history in histories]
-        for config, final, log in zip(configs, finals, logs):
-            log.hyperparameters(config, final, step)
+        for network, final, log in zip(networks, finals, logs):
+            finished = math.isfinite(final["train_cost"])
+            if finished:
+                log.final(step, network, data.test)
+            log.session_end("finished" if finished else "diverged")
     finally:
         for log in logs:
             log.close()
@@ -489,7 +512,7 @@ def train_stacked(
     ]
 
 
-def summarize(result: SweepResult, out=sys.stdout) -> SweepResult:
+def summarize(result: SweepResult, options: RunOptions, out=sys.stdout) -> SweepResult:
     """Rank 0 writes summary.csv and summary.md of the copies that finished; then the sweep's
     failure, if it has one, is raised (on every rank)."""
     finished = [copy for copy in result.copies if copy is not None]
@@ -501,11 +524,13 @@ def summarize(result: SweepResult, out=sys.stdout) -> SweepResult:
             [copy.final for copy in finished],
         )
         processes = distributed.world_size()
+        steps = max(copy.history[-1]["step"] for copy in finished)
+        epochs = max(copy.history[-1]["epoch"] for copy in finished)
         print(
             f"{table}\n{len(finished)} copies in {result.seconds:.1f} s"
             + (f" on {processes} processes" if processes > 1 else "")
             + f"; summary in {result.sweep_dir / 'summary.md'} and summary.csv; compare the "
-            f"runs with: tensorboard --logdir {result.sweep_dir}",
+            f"runs with: {view_command(result.sweep_dir, steps, epochs, options)}",
             file=out,
             flush=True,
         )
