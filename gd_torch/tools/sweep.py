@@ -28,7 +28,7 @@ from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.core.data import Mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
-from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators
+from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators, sgd
 from gd_torch.core.model import Network
 from gd_torch.core.run_dir import (
     create_run_directory,
@@ -49,6 +49,7 @@ class SweepResult:
     settings: list[TrainingSettings]  # copy k's settings: the `gd-torch train` run it equals
     networks: list[Network]  # copy k trained
     finals: list[dict]  # copy k's final metrics (FINAL_METRICS), NaN when it diverged
+    histories: list[list[dict]]  # copy k's per-epoch metrics, as TrainResult.history
 
 
 def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[TrainingSettings]:
@@ -67,6 +68,17 @@ def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[T
     ]
 
 
+def unsupported(base: TrainingSettings, options: RunOptions) -> list[str]:
+    """The options given that a sweep cannot batch: its copies share one loop of plain, eager
+    stacked SGD steps."""
+    given = {
+        "--compile": options.compile,
+        "--time-budget": options.time_budget,
+        "--momentum": base.momentum,
+    }
+    return [option for option, value in given.items() if value]
+
+
 def sweep(
     base: TrainingSettings,
     options: RunOptions,
@@ -77,16 +89,12 @@ def sweep(
 ) -> SweepResult:
     """Train every (learning rate, seed) copy of ``base`` at once; logs one run per copy under a
     new sweep directory."""
-    for option, given in (
-        ("--compile", options.compile),
-        ("--time-budget", options.time_budget),
-        ("--momentum", base.momentum),
-    ):
-        if given:  # the copies share one loop of plain, eager stacked SGD steps
-            raise GdTorchError(
-                f"{option} is not supported by gd-torch sweep: train that run alone "
-                "with gd-torch train"
-            )
+    refused = unsupported(base, options)
+    if refused:
+        raise GdTorchError(
+            f"{refused[0]} is not supported by gd-torch sweep: train that run alone with "
+            "gd-torch train"
+        )
     if options.runs_dir is None:
         raise GdTorchError("a sweep writes its copies' runs: give it a runs_dir")
     configs = sweep_settings(base, seeds, learning_rates)
@@ -154,7 +162,7 @@ def sweep(
                 images = train.images.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 784)
                 targets = train.targets.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 10)
                 batch_costs = compute_gradients(stacked, images, targets, base.cost)  # (K,)
-                sgd_step(stacked, rates, base.weight_decay)
+                sgd_step(stacked, rates, base.weight_decay, base.weight_decay_on == "all")
                 step += 1
                 if step % options.log_every == 0:
                     norms = stacked.gradient_norms().tolist()
@@ -174,13 +182,12 @@ def sweep(
                 histories[k].append({"epoch": epoch, "step": step, "best_accuracy": best} | metrics)
                 log.epoch(step, epoch, metrics, network)
                 log.images_if_due(step, epoch, epochs, options.image_every, network, data.test)
-                optimizer = torch.optim.SGD(
-                    network.parameters(),
-                    lr=metrics["learning_rate"],
-                    weight_decay=config.weight_decay,
-                )
+                optimizer = sgd(config)(network)  # the optimizer `gd-torch train` would have
                 for group in optimizer.param_groups:
-                    group["initial_lr"] = config.learning_rate
+                    group["initial_lr"], group["lr"] = (
+                        config.learning_rate,
+                        metrics["learning_rate"],
+                    )
                 save_checkpoint(
                     run_dirs[k] / "last.pt",
                     training_checkpoint(  # resumable with --resume
@@ -215,7 +222,7 @@ def sweep(
         file=out,
         flush=True,
     )
-    return SweepResult(sweep_dir, configs, networks, finals)
+    return SweepResult(sweep_dir, configs, networks, finals, histories)
 
 
 def final_metrics(history: list[dict]) -> dict:
