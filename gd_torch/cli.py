@@ -14,6 +14,7 @@ from gd_torch.core.settings import (
     default_data_root,
     from_arguments,
 )
+from gd_torch.tools.compare import add_compare_arguments, run_compare
 from gd_torch.tools.reproduce import add_reproduce_arguments, run_reproduce
 
 SETTINGS_TITLE = "training settings (they decide the result; --resume keeps them)"
@@ -370,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_reproduce_arguments(reproduce)
     reproduce.set_defaults(run=run_reproduce)
+
+    compare = commands.add_parser(
+        "compare",
+        help="a baseline against variants over paired seeds: the differences, with 95%% "
+        "intervals and p-values",
+    )
+    add_compare_arguments(compare, SETTINGS_TITLE, OPTIONS_TITLE)
+    compare.set_defaults(run=run_compare)
 
     check = commands.add_parser(
         "check-data", help="report which MNIST files are present, sound and official"

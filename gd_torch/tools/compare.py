@@ -21,6 +21,7 @@ from its last checkpoint, and a variant whose sweep was stopped is trained again
 the comparison goes through ``train_jobs``: the one function a sharded launcher can take over.
 """
 
+import argparse
 import dataclasses
 import io
 import json
@@ -38,10 +39,18 @@ from gd_torch.core.data import Mnist, load_mnist
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.guard import Diverged, Interrupted
 from gd_torch.core.loop import prepare_data
+from gd_torch.core.presets import PRESETS, preset_settings
 from gd_torch.core.run import Callback
 from gd_torch.core.run_dir import create_run_directory, library_versions
-from gd_torch.core.settings import RunOptions, TrainingSettings, from_dict, to_dict
-from gd_torch.tools.variants import Variant
+from gd_torch.core.settings import (
+    RunOptions,
+    TrainingSettings,
+    add_arguments,
+    from_arguments,
+    from_dict,
+    to_dict,
+)
+from gd_torch.tools.variants import PAIRED, Variant, check_distinct, from_file, from_options
 
 PLAN = "plan.json"
 RESULTS = "results"
@@ -120,7 +129,14 @@ def plan_comparison(
         raise GdTorchError("give at least one --variant (or --variants FILE) to compare")
     if options.runs_dir is None:
         raise GdTorchError("a comparison writes its runs and report: give it a runs_dir")
-    return Plan([Variant("baseline", {}, baseline), *variants], list(seeds), options, batched)
+    defaults = TrainingSettings()
+    changed = {
+        name: value
+        for name, value in to_dict(baseline).items()
+        if name not in PAIRED and value != getattr(defaults, name)
+    }  # the baseline's changes are from the defaults
+    baseline_variant = Variant("baseline", changed, baseline)
+    return Plan([baseline_variant, *variants], list(seeds), options, batched)
 
 
 def jobs_of(plan: Plan) -> list[Job]:
@@ -162,6 +178,7 @@ def compare(plan: Plan, directory: Path | None = None, data=None, out=sys.stdout
         try:
             for job, record in train_jobs(pending, plan, directory, datasets, out):
                 _write_json(directory / RESULTS / f"{job.key}.json", record)
+                (directory / RESULTS / f"{job.key}.started").unlink(missing_ok=True)
                 records[job.key] = record
                 print(f"  {_run_line(plan, job, record)}", file=out, flush=True)
         except (KeyboardInterrupt, _Stop, Interrupted) as error:
@@ -175,7 +192,12 @@ def compare(plan: Plan, directory: Path | None = None, data=None, out=sys.stdout
                 f"--resume {directory}",
                 number,
             ) from None
-    return directory, write_report(directory, plan, records, out)
+    by_variant = [
+        [records[job.key] for job in jobs_of(plan) if job.variant == index]
+        for index in range(len(plan.variants))
+    ]
+    summaries = write_report(directory, plan.to_dict(), plan.variants, plan.seeds, by_variant, out)
+    return directory, summaries
 
 
 def train_jobs(
@@ -370,3 +392,96 @@ def load_plan(directory: str | Path) -> tuple[Path, Plan]:
         return directory, Plan.from_dict(json.loads((directory / PLAN).read_text()))
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise GdTorchError(f"--resume {directory}: {PLAN} is damaged ({error})") from None
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser, settings_title: str, options_title: str):
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar='"OPTIONS"',
+        help="a variant: training settings of gd-torch train that change the baseline, in one "
+        'string, e.g. --variant "--cost cross-entropy" (repeat for more variants)',
+    )
+    parser.add_argument(
+        "--variants",
+        metavar="FILE",
+        help="variants from a TOML or JSON file: one table of settings per variant name",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=argparse.SUPPRESS,
+        metavar="S",
+        help="the seeds every variant is trained with, paired (default: 0 1 2 3 4)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="the baseline starts from a published configuration (default: the defaults)",
+    )
+    parser.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="train the seeds of a variant as one batched sweep where the sweep can (default: "
+        "yes); --no-batch trains every run alone, so that wall times compare like for like",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="COMPARE_DIR",
+        help="continue a stopped comparison: its finished runs are kept (run options may change)",
+    )
+    add_arguments(parser, TrainingSettings, settings_title + ": the baseline's")
+    add_arguments(parser, RunOptions, options_title + ": of every run")
+
+
+def run_compare(arguments: argparse.Namespace) -> None:
+    given_settings = [
+        name for name in dataclasses.asdict(TrainingSettings()) if hasattr(arguments, name)
+    ]
+    if arguments.resume:
+        plan_given = given_settings + [
+            flag
+            for flag, given in (
+                ("variant", arguments.variant),
+                ("variants", arguments.variants),
+                ("seeds", hasattr(arguments, "seeds")),
+                ("preset", arguments.preset),
+            )
+            if given
+        ]
+        if plan_given:
+            raise GdTorchError(
+                f"--{plan_given[0].replace('_', '-')} cannot be given with --resume: a resumed "
+                "comparison keeps its baseline, variants and seeds (run options may change)"
+            )
+        directory, plan = load_plan(arguments.resume)
+        options = from_arguments(arguments, RunOptions, plan.options)
+        if options.dry_run != plan.options.dry_run:
+            raise GdTorchError("--dry-run cannot change when resuming a comparison")
+        plan = dataclasses.replace(
+            plan, options=options, batched=getattr(arguments, "batch", plan.batched)
+        )
+        compare(plan, directory)
+        return
+    if "seed" in given_settings:
+        raise GdTorchError("--seed: a comparison trains every variant at each of its --seeds")
+    baseline = from_arguments(
+        arguments,
+        TrainingSettings,
+        preset_settings(arguments.preset) if arguments.preset else TrainingSettings(),
+    )
+    variants = [from_options(text, baseline) for text in arguments.variant]
+    if arguments.variants:
+        variants += from_file(arguments.variants, baseline)
+    check_distinct(variants)
+    plan = plan_comparison(
+        baseline,
+        variants,
+        getattr(arguments, "seeds", list(range(5))),
+        from_arguments(arguments, RunOptions),
+        getattr(arguments, "batch", True),
+    )
+    compare(plan)
