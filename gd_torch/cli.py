@@ -14,7 +14,7 @@ from gd_torch.core.settings import (
     default_data_root,
     from_arguments,
 )
-from gd_torch.tools.compare import add_compare_arguments, run_compare
+from gd_torch.tools.compare import add_compare_arguments, run_compare, variant_values_joined
 from gd_torch.tools.reproduce import add_reproduce_arguments, run_reproduce
 
 SETTINGS_TITLE = "training settings (they decide the result; --resume keeps them)"
@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = variant_values_joined(sys.argv[1:] if argv is None else list(argv))
     arguments = build_parser().parse_args(argv)
     try:
         arguments.run(arguments)

@@ -147,7 +147,7 @@ def jobs_of(plan: Plan) -> list[Job]:
     ]
 
 
-def compare(plan: Plan, directory: Path | None = None, data=None, out=sys.stdout):
+def compare(plan: Plan, directory: Path | None = None, data=None, out=None):
     """Train what the plan's runs that are not finished yet, then write the report; returns
     (the comparison's directory, the report's per-variant summaries).
 
@@ -156,6 +156,7 @@ def compare(plan: Plan, directory: Path | None = None, data=None, out=sys.stdout
     """
     from gd_torch.tools.compare_report import write_report
 
+    out = out or sys.stdout
     datasets = DataSets(plan.options, data)
     for variant in plan.variants:  # refuse what cannot train before the first run starts
         prepare_data(variant.settings, plan.options, "cpu", datasets.get(variant.settings))
@@ -392,6 +393,18 @@ def load_plan(directory: str | Path) -> tuple[Path, Plan]:
         return directory, Plan.from_dict(json.loads((directory / PLAN).read_text()))
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise GdTorchError(f"--resume {directory}: {PLAN} is damaged ({error})") from None
+
+
+def variant_values_joined(argv: list[str]) -> list[str]:
+    """``--variant --nesterov`` as ``--variant=--nesterov``: argparse reads a value that looks like
+    one option (no space in it) as an option of its own, not as the variant."""
+    joined = []
+    for argument in argv:
+        if joined and joined[-1] == "--variant":
+            joined[-1] = f"--variant={argument}"
+        else:
+            joined.append(argument)
+    return joined
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser, settings_title: str, options_title: str):
