@@ -108,24 +108,9 @@ def test_random_labels_are_memorised_not_generalised():
 
 
 def test_from_the_command_line_the_checkpoint_records_the_data_settings(tmp_path, fake_mnist_root):
-    main(
-        [
-            "train",
-            "--train-size",
-            "120",
-            "--label-noise",
-            "0.5",
-            "--data-seed",
-            "3",
-            "--epochs",
-            "1",
-            "--data-root",
-            str(fake_mnist_root),
-            "--no-download",
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ]
-    )
+    settings = ["--train-size", "120", "--label-noise", "0.5", "--data-seed", "3", "--epochs", "1"]
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    main(["train", *settings, "--data-root", str(fake_mnist_root), "--no-download", *runs])
     (run,) = (tmp_path / "runs").iterdir()
     saved = load_checkpoint(run / "last.pt")["settings"]
     assert (saved["train_size"], saved["label_noise"], saved["data_seed"]) == (120, 0.5, 3)

@@ -172,7 +172,7 @@ def markdown(summaries: list[Summary], seeds: list[int]) -> str:
         f"The baseline: `{summaries[0].changes}` over the defaults."
         if summaries[0].changes
         else "The baseline: the defaults.",
-        *(f"{s.name}: `{s.changes}`." for s in summaries[1:] if s.changes != s.name),
+        *(f"{s.name}: `{s.changes}`." for s in summaries[1:] if not s.name.startswith("--")),
         "s/epoch: the wall time of an epoch of training and evaluation (of a batched sweep: "
         "divided by its copies).",
         "",
