@@ -13,7 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from gd_torch import train
 from gd_torch.cli import main
 from gd_torch.core.data import load_mnist
+from gd_torch.core.guard import Interrupted
+from gd_torch.core.run_dir import create_run_directory
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.tools import sweep as sweep_module
 from gd_torch.tools.compare import compare, plan_comparison
 from gd_torch.tools.compare_report import markdown, summarize
 from gd_torch.tools.significance import paired_difference
@@ -225,3 +228,31 @@ def test_a_stopped_comparison_continues_where_it_stopped(tmp_path, capsys):
             settings = TrainingSettings(epochs=3, batch_size=1, learning_rate=rate, seed=seed)
             alone = train(settings, RunOptions(runs_dir=None), data=data, out=io.StringIO())
             assert run["final_test_cost"] == alone.final["test_cost"]
+
+
+def test_a_stopped_sweep_is_trained_again_and_only_its_finished_log_kept(tmp_path, monkeypatch):
+    real_sweep = sweep_module.sweep
+
+    def stopped_in_the_cross_entropy_sweep(base, options, seeds, **keywords):
+        if base.cost == "cross-entropy":
+            create_run_directory(options.runs_dir, options.run_name)  # what a stopped sweep leaves
+            raise KeyboardInterrupt
+        return real_sweep(base, options, seeds, **keywords)
+
+    baseline = TrainingSettings(epochs=1)
+    plan = plan_comparison(
+        baseline,
+        [from_options("--cost cross-entropy", baseline)],
+        [0, 1],
+        RunOptions(runs_dir=str(tmp_path)),
+    )
+    monkeypatch.setattr(sweep_module, "sweep", stopped_in_the_cross_entropy_sweep)
+    with pytest.raises(Interrupted) as stopped:
+        compare(plan, data=DATA, out=io.StringIO())
+    assert stopped.value.exit_code == 130 and "2 of 4 runs finished" in str(stopped.value)
+    directory = compare_dir(tmp_path)
+    monkeypatch.setattr(sweep_module, "sweep", real_sweep)
+    compare(plan, directory, data=DATA, out=io.StringIO())
+    assert len(list((directory / "results").glob("*.json"))) == 4
+    (sweep_dir,) = (directory / "v1_cost-cross-entropy").iterdir()
+    assert (sweep_dir / "summary.md").is_file()

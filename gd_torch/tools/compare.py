@@ -27,8 +27,10 @@ import io
 import json
 import math
 import re
+import shutil
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -224,6 +226,9 @@ def train_jobs(
         runs_dir = directory / f"v{index}_{_slug(name)}"
         if plan.batched and len(group) > 1 and not unsupported(variant.settings, plan.options):
             print(f"{name}: {len(group)} seeds as one batched sweep", file=out, flush=True)
+            for stopped in runs_dir.glob("*_sweep*"):  # a sweep stopped before its summary
+                if not (stopped / "summary.md").is_file():
+                    shutil.rmtree(stopped)  # is trained again: keep one log per run
             options = dataclasses.replace(plan.options, runs_dir=str(runs_dir), run_name="sweep")
             result = sweep(
                 group[0].settings,
@@ -350,7 +355,11 @@ def _signals_stop():
     def stop(number, frame):
         raise _Stop(number)
 
-    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # where Python delivers signals
+        previous = {
+            number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)
+        }
     try:
         yield
     finally:
