@@ -151,14 +151,15 @@ def sgd(settings: TrainingSettings) -> OptimizerFactory:
     per-tensor loop, in one kernel for all six tensors, which on this small network halves the
     cost of a step(). With momentum the fused kernel rounds differently, so SGD's default runs.
     ``--weight-decay-on weights`` makes two parameter groups, the weights with λ and the biases
-    without, as Nielsen decays them; ``all`` keeps one group with every parameter.
+    without, as Nielsen decays them (with λ = 0 they would be the same step: one group); ``all``
+    keeps one group with every parameter.
     """
 
     def optimizer(network: Network) -> torch.optim.Optimizer:
         on_fused_device = next(network.parameters()).device.type in ("cpu", "cuda")
         fused = (on_fused_device and not settings.momentum) or None
         groups = network.parameters()
-        if settings.weight_decay_on == "weights":
+        if settings.weight_decay_on == "weights" and settings.weight_decay:
             groups = [
                 {"params": [layer.weight for layer in network.layers]},
                 {"params": [layer.bias for layer in network.layers], "weight_decay": 0.0},
