@@ -15,6 +15,7 @@ from gd_torch.core.settings import (
     default_data_root,
     from_arguments,
 )
+from gd_torch.tools.compare import add_compare_arguments, run_compare, variant_values_joined
 from gd_torch.tools.reproduce import add_reproduce_arguments, run_reproduce
 
 SETTING_FLAGS = (
@@ -551,6 +552,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_reproduce_arguments(reproduce)
     reproduce.set_defaults(run=run_reproduce)
 
+    compare = commands.add_parser(
+        "compare",
+        help="a baseline against variants over paired seeds: the differences, with 95%% "
+        "intervals and p-values",
+    )
+    add_compare_arguments(compare, SETTINGS_TITLE, OPTIONS_TITLE)
+    compare.set_defaults(run=run_compare)
+
     check = commands.add_parser(
         "check-data", help="report which MNIST files are present, sound and official"
     )
@@ -564,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = variant_values_joined(sys.argv[1:] if argv is None else list(argv))
     arguments = build_parser().parse_args(argv)
     try:
         arguments.run(arguments)

@@ -19,13 +19,15 @@ def random_problem(hidden_sizes, batch_size, init="nielsen-improved", dtype=torc
 
 def autograd_gradients(network, images, targets, convention):
     parameters = [p for layer in network.layers for p in (layer.weight, layer.bias)]
-    grads = torch.autograd.grad(cost(network(images), targets, convention), parameters)
+    batch_cost = cost(network(images, weighted_output=True), targets, convention)
+    grads = torch.autograd.grad(batch_cost, parameters)
     return [(grads[i], grads[i + 1]) for i in range(0, len(grads), 2)]
 
 
 def manual_gradients(network, images, targets, convention):
     with torch.no_grad():
-        return manual.backward(network, manual.forward(network, images), targets, convention)
+        _, activations = manual.forward(network, images)
+        return manual.backward(network, activations, targets, convention)
 
 
 def max_relative_error(manual_grads, autograd_grads) -> float:

@@ -63,6 +63,31 @@ def test_compiled_steps_take_the_eager_steps(engine):
     )  # the steps did move the weights
 
 
+@pytest.mark.parametrize("engine", ["manual", "autograd"])
+def test_compiled_cross_entropy_steps_take_the_eager_steps(engine):
+    """The cross-entropy through the compiled passes: C from z^L, BP1 without σ'."""
+    full = synthetic_mnist()
+    data = Mnist(full.train[: STEPS_PER_CALL * 10], full.test)
+    results = {}
+    for compile in (False, True):
+        settings, options = split(
+            engine=engine,
+            compile=compile,
+            cost="cross-entropy",
+            epochs=1,
+            learning_rate=0.5,
+            lr_schedule="constant",
+            runs_dir=None,
+        )
+        record = RecordSteps()
+        network = train(settings, options, data=data, callbacks=[record], out=io.StringIO()).network
+        results[compile] = record, network
+    (eager_steps, eager), (compiled_steps, compiled) = results[False], results[True]
+    assert compiled_steps.costs == pytest.approx(eager_steps.costs, rel=1e-5)
+    for name, expected in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], expected, msg=name)
+
+
 def test_chunks_stack_whole_groups_and_leave_the_rest_one_at_a_time():
     batches = torch.arange(23).split(3)  # 7 batches of 3 and one of 2
     stacked = chunks(batches, 3)
@@ -156,6 +181,7 @@ def test_the_whole_step_is_one_graph(engine):
     "values, optimizer, message",
     [
         (dict(momentum=0.9), None, "--compile implements plain SGD"),
+        (dict(weight_decay_on="weights"), None, "one parameter group, not 2"),
         (dict(momentum=0.9, nesterov=True), None, "--compile implements plain SGD"),
         (
             {},

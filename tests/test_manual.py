@@ -1,17 +1,20 @@
 """The manual-backprop twin computes exactly the gradient autograd computes."""
 
+import inspect
+import types
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gd_torch.core import manual
-from gd_torch.core.cost import COST_SCALES, cost
+from gd_torch.core.cost import COST_SCALES, COSTS, cost
 from gd_torch.core.engines import ENGINES
 from gd_torch.core.model import INITIALIZATIONS
 from tests.gradients import autograd_gradients, manual_gradients, max_relative_error, random_problem
 
-CONVENTIONS = tuple(COST_SCALES)
+CONVENTIONS = COSTS  # the quadratic cost's three conventions and the cross-entropy
 INITS = tuple(INITIALIZATIONS)
 
 # (hidden sizes, batch size): 1 to 4 hidden layers, widths 1 to 64, batch 1 to 128, never all equal.
@@ -31,6 +34,21 @@ TABLE = [
 @pytest.mark.parametrize("init", INITS)
 def test_twin_equals_autograd_float64(hidden_sizes, batch_size, convention, init):
     network, images, targets = random_problem(hidden_sizes, batch_size, init)
+    error = max_relative_error(
+        manual_gradients(network, images, targets, convention),
+        autograd_gradients(network, images, targets, convention),
+    )
+    assert error <= 1e-10
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_twin_equals_autograd_with_saturated_outputs(convention):
+    """Nielsen's N(0, 1) weights scaled up so that most outputs are saturated (|z^L| up to ~40,
+    σ'(z^L) down to 1e-17): where the cross-entropy's BP1 matters, the twin still agrees."""
+    network, images, targets = random_problem((16, 16), 19, "nielsen")
+    with torch.no_grad():
+        network.layers[-1].weight.mul_(8)
+        assert network(images, weighted_output=True).abs().max() > 30
     error = max_relative_error(
         manual_gradients(network, images, targets, convention),
         autograd_gradients(network, images, targets, convention),
@@ -73,9 +91,9 @@ def test_autograd_itself_passes_gradcheck():
 
     def cost_of(*parameters):
         a = images
-        for l in range(0, len(parameters), 2):
+        for l in range(0, len(parameters) - 2, 2):
             a = torch.sigmoid(a @ parameters[l].T + parameters[l + 1])
-        return cost(a, targets)
+        return cost(a @ parameters[-2].T + parameters[-1], targets)  # C(z^L)
 
     assert torch.autograd.gradcheck(
         cost_of, tuple(p.detach().clone().requires_grad_() for p in network.parameters())
@@ -95,9 +113,9 @@ def test_twin_passes_gradcheck_against_finite_differences():
             for index in [(0,) * parameter.dim(), tuple(s - 1 for s in parameter.shape)]:
                 original = parameter[index].item()
                 parameter[index] = original + h
-                up = cost(network(images), targets).item()
+                up = cost(network(images, weighted_output=True), targets).item()
                 parameter[index] = original - h
-                down = cost(network(images), targets).item()
+                down = cost(network(images, weighted_output=True), targets).item()
                 parameter[index] = original
                 assert (up - down) / (2 * h) == pytest.approx(
                     gradient[index].item(), rel=1e-6, abs=1e-9
@@ -128,7 +146,7 @@ def test_engines_return_the_same_batch_cost():
 def test_backward_leaves_the_cached_activations_unchanged():
     network, images, targets = random_problem((16, 8), 9)
     with torch.no_grad():
-        activations = manual.forward(network, images)
+        _, activations = manual.forward(network, images)
         before = [a.clone() for a in activations]
         manual.backward(network, activations, targets, "quadratic")
     for a, b in zip(activations, before):
@@ -138,9 +156,13 @@ def test_backward_leaves_the_cached_activations_unchanged():
 def test_manual_forward_matches_the_module():
     network, images, _ = random_problem((16, 8), 9)
     with torch.no_grad():
+        zs, activations = manual.forward(network, images)
+        torch.testing.assert_close(activations[-1], network(images), rtol=1e-15, atol=0)
         torch.testing.assert_close(
-            manual.forward(network, images)[-1], network(images), rtol=1e-15, atol=0
+            zs[-1], network(images, weighted_output=True), rtol=1e-15, atol=0
         )
+        for z, a in zip(zs, activations[1:], strict=True):
+            assert torch.equal(torch.sigmoid(z), a)
 
 
 def _sigma_prime_as_a(a):
@@ -164,3 +186,30 @@ def test_plausible_wrong_derivatives_are_caught(monkeypatch, name, replacement):
         autograd_gradients(network, images, targets, "quadratic"),
     )
     assert error > 1e-3
+
+
+CROSS_ENTROPY_BP1 = "delta = (output - target) / output.shape[-2]"
+
+
+def test_sigma_prime_left_in_the_cross_entropy_bp1_is_caught():
+    """Mutation check on the real line: manual.py with σ'(z^L) left in the cross-entropy's BP1,
+    δ^L = (a^L − y)/n ⊙ σ'(z^L), must fail the comparison the twin passes."""
+    source = inspect.getsource(manual)
+    assert source.count(CROSS_ENTROPY_BP1) == 1
+    mutated = types.ModuleType("mutated_manual")
+    exec(
+        compile(
+            source.replace(CROSS_ENTROPY_BP1, CROSS_ENTROPY_BP1 + " * sigmoid_prime(output)"),
+            "mutated_manual",
+            "exec",
+        ),
+        mutated.__dict__,
+    )
+    network, images, targets = random_problem((16, 16), 7)
+    expected = autograd_gradients(network, images, targets, "cross-entropy")
+    with torch.no_grad():
+        _, activations = mutated.forward(network, images)
+        right = manual.backward(network, activations, targets, "cross-entropy")
+        wrong = mutated.backward(network, activations, targets, "cross-entropy")
+    assert max_relative_error(right, expected) <= 1e-10
+    assert max_relative_error(wrong, expected) > 1e-3

@@ -64,7 +64,8 @@ def test_gradient_over_a_split_matches_autograd_in_float64(engine):
     network = Network((6, 5, 4, 10), "nielsen", torch.Generator().manual_seed(3)).double()
     split = Split(torch.rand(13, 6, dtype=torch.float64), torch.randint(0, 10, (13,)))
     expected = torch.autograd.grad(
-        cost(network(split.images), split.targets), list(network.parameters())
+        cost(network(split.images, weighted_output=True), split.targets),
+        list(network.parameters()),
     )
     gradient = full_gradient(network, split, "quadratic", engine)
     for got, want in zip([g for pair in gradient for g in pair], expected):

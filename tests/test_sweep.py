@@ -15,6 +15,7 @@ from gd_torch.core.cost import one_hot
 from gd_torch.core.engines import ENGINES
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import evaluate
+from gd_torch.core.loop import sgd
 from gd_torch.core.model import Network
 from gd_torch.core.run import gradient_norm
 from gd_torch.core.settings import RunOptions, TrainingSettings
@@ -43,10 +44,10 @@ def networks_and_batches(copies=3, batch=7, dtype=torch.float64):
 def test_manual_twin_on_stacked_weights_equals_each_network_alone():
     networks, images, targets = networks_and_batches()
     stacked = StackedNetworks(networks)
-    activations = manual.forward(stacked, images)
+    _, activations = manual.forward(stacked, images)
     gradients = manual.backward(stacked, activations, targets, "nielsen")
     for k, network in enumerate(networks):
-        alone = manual.forward(network, images[k])
+        _, alone = manual.forward(network, images[k])
         for a_stacked, a_alone in zip(activations, alone, strict=True):
             torch.testing.assert_close(a_stacked[k], a_alone)
         for (w_stacked, b_stacked), (w_alone, b_alone) in zip(
@@ -83,11 +84,11 @@ def test_stacked_networks_on_shared_images_are_each_network_on_them():
     """A sweep's evaluation: every copy sees the same digits (one wide first-layer matmul)."""
     networks, images, _ = networks_and_batches()
     stacked = StackedNetworks(networks)
-    shared = manual.forward(stacked, images[0])[
-        1:
-    ]  # a^1..a^L, (K, 7, n_l), from the same (7, 784) images for all copies
+    # a^1..a^L, (K, 7, n_l), from the same (7, 784) images for all copies
+    shared = manual.forward(stacked, images[0])[1][1:]
     for k, network in enumerate(networks):
-        for a_stacked, a_alone in zip(shared, manual.forward(network, images[0])[1:], strict=True):
+        alone = manual.forward(network, images[0])[1][1:]
+        for a_stacked, a_alone in zip(shared, alone, strict=True):
             torch.testing.assert_close(a_stacked[k], a_alone)
 
 
@@ -141,13 +142,40 @@ def test_sgd_step_with_a_rate_per_copy_equals_torch_optim_sgd():
             )
 
 
+def test_sgd_step_without_decaying_the_biases_equals_two_parameter_groups():
+    """--weight-decay-on weights: the step gd-torch train takes with its two parameter groups."""
+    networks, images, targets = networks_and_batches()
+    stacked = StackedNetworks(networks)
+    rates, settings = (
+        torch.tensor([0.5, 1.5, 3.0], dtype=torch.float64),
+        TrainingSettings(weight_decay=0.01, weight_decay_on="weights", dtype="float64"),
+    )
+    STACKED_ENGINES["manual"](stacked, images, targets, "cross-entropy")
+    sgd_step(stacked, rates, settings.weight_decay, decay_biases=False)
+    for k, network in enumerate(networks):
+        ENGINES["manual"](network, images[k], targets[k], "cross-entropy")
+        optimizer = sgd(settings)(network)
+        for group in optimizer.param_groups:
+            group["lr"] = rates[k].item()
+        optimizer.step()
+        for stacked_parameter, parameter in zip(
+            stacked.parameters(), network.parameters(), strict=True
+        ):
+            torch.testing.assert_close(stacked_parameter[k], parameter)
+
+
 @pytest.mark.parametrize("engine", ["manual", "autograd"])
 def test_each_copy_equals_training_it_alone(engine, tmp_path):
     """120 SGD steps (two epochs of 600 images): batched and single runs still agree to float32
     rounding."""
     data = synthetic_mnist()
     base = TrainingSettings(
-        epochs=2, batch_size=10, lr_schedule="cosine", weight_decay=1e-3, engine=engine
+        epochs=2,
+        batch_size=10,
+        lr_schedule="cosine",
+        weight_decay=1e-3,
+        engine=engine,
+        cost="cross-entropy" if engine == "autograd" else "quadratic",
     )
     options = RunOptions(runs_dir=str(tmp_path / "runs"), download=False, data_root=str(tmp_path))
     result = sweep(
@@ -161,8 +189,13 @@ def test_each_copy_equals_training_it_alone(engine, tmp_path):
     ]
     first = None
     alone_options = dataclasses.replace(options, runs_dir=str(tmp_path / "single"))
-    for config, network, final in zip(result.settings, result.networks, result.finals, strict=True):
+    for config, network, final, history in zip(
+        result.settings, result.networks, result.finals, result.histories, strict=True
+    ):
         alone = train(config, alone_options, data=data, out=io.StringIO())
+        assert [h["test_accuracy"] for h in history] == pytest.approx(
+            [h["test_accuracy"] for h in alone.history], abs=0.011
+        )  # per-epoch results, as the single run's (to a digit or two of 200)
         for swept, single in zip(network.parameters(), alone.network.parameters(), strict=True):
             torch.testing.assert_close(swept, single, rtol=1e-4, atol=1e-5)
         assert final["test_cost"] == pytest.approx(alone.final["test_cost"], rel=1e-4)

@@ -37,7 +37,9 @@ def nudges(network: Network, images: Tensor, targets: Tensor, convention: str) -
     """The nudges of the examples (images (n, 784), one-hot targets (n, 10)), averaged over them;
     for one example, its own. Row x of BP's ∂C/∂a^l holds the cost's 1/n, so the sum over the
     rows is the average over the examples, as BP3 and BP4 sum δ^l."""
-    backprop = manual.backpropagate(network, manual.forward(network, images), targets, convention)
+    backprop = manual.backpropagate(
+        network, manual.forward(network, images)[1], targets, convention
+    )
     return Nudges(
         [-nabla_a.sum(0) for nabla_a in backprop.activation_gradients],
         [-nabla_w for nabla_w, _ in backprop.gradients],

@@ -54,7 +54,9 @@ class OneWeight:
         self._set(value)
         with torch.inference_mode():
             result = cost(
-                self.network(self.split.images), self.split.targets, self.convention
+                self.network(self.split.images, weighted_output=True),
+                self.split.targets,
+                self.convention,
             ).item()
         self._set(self.trained_value)
         return result

@@ -308,6 +308,6 @@ def _hidden_layers(
 ) -> tuple[dict[str, Figure], list[str]]:
     images = data.test.images[:HIDDEN_VIEW_DIGITS]
     with torch.inference_mode():
-        activations = manual.forward(trained, images)  # [a^0, a^1, ..., a^L]
+        _, activations = manual.forward(trained, images)  # [a^0, a^1, ..., a^L]
     figure = figures.hidden_layers(images, activations, [layer.weight for layer in trained.layers])
     return {"hidden_layers": figure}, []

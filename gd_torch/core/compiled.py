@@ -42,9 +42,9 @@ STEPS_PER_CALL = 16  # compiled steps per call: more share the per-call cost, an
 
 def manual_pass(network: Network, images: Tensor, targets: Tensor, convention: str):
     """([(∂C/∂W^l, ∂C/∂b^l) for each layer], C) by the manual twin (gd_torch.core.manual)."""
-    activations_ = manual.forward(network, images)
+    zs, activations_ = manual.forward(network, images)
     return manual.backward(network, activations_, targets, convention), cost(
-        activations_[-1], targets, convention
+        zs[-1], targets, convention
     )
 
 
@@ -53,7 +53,8 @@ def autograd_pass(network: Network, images: Tensor, targets: Tensor, convention:
     ``C.backward()`` cannot be captured in a graph."""
 
     def batch_cost(parameters):
-        value = cost(functional_call(network, parameters, (images,)), targets, convention)
+        weighted_output = functional_call(network, parameters, (images,), {"weighted_output": True})
+        value = cost(weighted_output, targets, convention)
         return value, value.detach()
 
     parameters = {name: parameter.detach() for name, parameter in network.named_parameters()}
@@ -67,10 +68,16 @@ GRADIENT_PASSES = {"manual": manual_pass, "autograd": autograd_pass}
 
 def plain_sgd_group(optimizer: torch.optim.Optimizer) -> dict:
     """The one parameter group of a plain torch.optim.SGD: what the compiled update computes."""
-    if type(optimizer) is not torch.optim.SGD or len(optimizer.param_groups) != 1:
+    if type(optimizer) is not torch.optim.SGD:
+        raise GdTorchError(
+            f"--compile implements torch.optim.SGD, not {type(optimizer).__name__}: "
+            "train without --compile"
+        )
+    if len(optimizer.param_groups) != 1:
         raise GdTorchError(
             f"--compile implements torch.optim.SGD with one parameter group, not "
-            f"{type(optimizer).__name__}: train without --compile"
+            f"{len(optimizer.param_groups)} (--weight-decay-on weights makes two): "
+            "train without --compile"
         )
     (group,) = optimizer.param_groups
     if group["momentum"] or group["nesterov"] or group["maximize"] or group["dampening"]:

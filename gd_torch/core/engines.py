@@ -21,7 +21,7 @@ def autograd_gradients(
 ) -> Tensor:
     """∇C by torch.autograd: record the forward pass, then C.backward()."""
     network.zero_grad(set_to_none=True)
-    batch_cost = cost(network(images), targets, convention)
+    batch_cost = cost(network(images, weighted_output=True), targets, convention)  # C(z^L)
     batch_cost.backward()
     return batch_cost.detach()
 

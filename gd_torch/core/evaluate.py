@@ -27,7 +27,9 @@ class Metrics:
 @torch.inference_mode()
 def evaluate(network: Network, split: Split, convention: str, batch_size: int = 10_000) -> Metrics:
     """Cost and accuracy over the whole split, in large batches (no gradients are recorded)."""
-    total_cost, correct = totals(network, split, convention, batch_size)
+    total_cost, correct = totals(
+        lambda images: network(images, weighted_output=True), split, convention, batch_size
+    )
     return Metrics.of(total_cost.item(), int(correct.item()), len(split))
 
 
@@ -54,12 +56,15 @@ def totals(
     """(Σ_x C_x, number classified right) over the split, chunk by chunk; () tensors for one
     network, (K,) for K stacked ones (gd_torch.core.stacked).
 
-    ``outputs`` maps images (n, 784) to output activations (n, 10), or (K, n, 10) for K networks.
+    ``outputs`` maps images (n, 784) to the output layer's weighted inputs z^L (n, 10), or
+    (K, n, 10) for K networks. The brightest output is argmax_j z^L_j = argmax_j σ(z^L_j), without
+    the ties of outputs that σ rounds to 1.
     """
     total_cost = torch.zeros((), device=split.images.device, dtype=torch.float64)
     correct = torch.zeros((), device=split.images.device, dtype=torch.int64)
     for start in range(0, len(split), batch_size):
-        output = outputs(split.images[start : start + batch_size])  # (chunk, 10) or (K, chunk, 10)
+        # z^L, (chunk, 10) or (K, chunk, 10)
+        output = outputs(split.images[start : start + batch_size])
         labels = split.labels[start : start + batch_size]
         targets = split.targets[start : start + batch_size].expand_as(output)
         total_cost = total_cost + cost(output, targets, convention).double() * len(labels)

@@ -40,6 +40,7 @@ from gd_torch.core.run_dir import (
     write_json,
 )
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
+from gd_torch.core.training_set import training_set
 
 DRY_RUN_EXAMPLES = 1_000
 OptimizerFactory = Callable[[Network], torch.optim.Optimizer]
@@ -121,8 +122,9 @@ def seeded_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
 def prepare_data(
     settings: TrainingSettings, options: RunOptions, device: torch.device, data: Mnist | None = None
 ) -> Mnist:
-    """MNIST (or the given data) as the settings say: validation held out, on the device, in
-    the settings' dtype; the first 1,000 of each split for a dry run."""
+    """MNIST (or the given data) as the settings say: validation held out, the training set of
+    --train-size and --label-noise (gd_torch.core.training_set), on the device, in the settings'
+    dtype; the first 1,000 of each split for a dry run."""
     if data is None:
         data = load_mnist(options.data_root, options.download, settings.validation_size)
     elif (0 if data.validation is None else len(data.validation)) != settings.validation_size:
@@ -131,6 +133,7 @@ def prepare_data(
             f"--validation-size {settings.validation_size}, but the data given "
             f"holds {held_out} validation images"
         )
+    data = Mnist(training_set(data.train, settings), data.test, data.validation)
     if options.dry_run:
         data = data.head(DRY_RUN_EXAMPLES)
     if settings.batch_size > len(data.train):
@@ -147,13 +150,22 @@ def sgd(settings: TrainingSettings) -> OptimizerFactory:
     Without momentum, ``fused=True``: the same arithmetic, bit for bit, as the default
     per-tensor loop, in one kernel for all six tensors, which on this small network halves the
     cost of a step(). With momentum the fused kernel rounds differently, so SGD's default runs.
+    ``--weight-decay-on weights`` makes two parameter groups, the weights with λ and the biases
+    without, as Nielsen decays them (with λ = 0 they would be the same step: one group); ``all``
+    keeps one group with every parameter.
     """
 
     def optimizer(network: Network) -> torch.optim.Optimizer:
         on_fused_device = next(network.parameters()).device.type in ("cpu", "cuda")
         fused = (on_fused_device and not settings.momentum) or None
+        groups = network.parameters()
+        if settings.weight_decay_on == "weights" and settings.weight_decay:
+            groups = [
+                {"params": [layer.weight for layer in network.layers]},
+                {"params": [layer.bias for layer in network.layers], "weight_decay": 0.0},
+            ]
         return torch.optim.SGD(
-            network.parameters(),
+            groups,
             lr=settings.learning_rate,
             momentum=settings.momentum,
             nesterov=settings.nesterov,

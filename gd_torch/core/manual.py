@@ -5,12 +5,15 @@ chapter 2, with one row per example (batch size n):
 
     z^l = a^{l-1} (W^l)^T + b^l        a^l = σ(z^l)                         forward
     BP1  δ^L = ∇_a C ⊙ σ'(z^L)                                             output error
+         δ^L = (a^L − y)/n              for the cross-entropy: σ'(z^L) cancels
     BP2  δ^l = (δ^{l+1} W^{l+1}) ⊙ σ'(z^l)                                 error moves back
     BP3  ∂C/∂b^l = Σ_x δ^l_x
     BP4  ∂C/∂W^l = Σ_x δ^l_x (a^{l-1}_x)^T
 
-The 1/n of the average cost sits inside ∇_a C (see ``cost_gradient``), so BP3 and BP4 sum
-over the examples of the batch.
+The 1/n of the average cost sits inside ∇_a C (see ``cost_gradient``), or in the
+cross-entropy's BP1, so BP3 and BP4 sum over the examples of the batch. The cross-entropy's
+∂C/∂a^L_j = (a_j − y_j) / (n a_j (1 − a_j)) and σ'(z_j) = a_j (1 − a_j): their product is
+(a_j − y_j)/n, with no σ' left to slow a saturated output neuron down (Nielsen, chapter 3).
 
 The same lines train K networks at once (``gd_torch.sweep``): with W^l stacked to
 (K, n_l, n_{l-1}), b^l to (K, n_l) and activations to (K, n, n_l), every product below is a
@@ -48,14 +51,16 @@ def weighted_input(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.baddbmm(bias.unsqueeze(-2), a, weight.mT)
 
 
-def forward(network: Network, x: Tensor) -> list[Tensor]:
-    """The activations [a^0 = x, a^1, ..., a^L], each (n, n_l), kept for the backward pass."""
-    activations = [x]
+def forward(network: Network, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """(zs, activations) as Nielsen's ``backprop`` keeps them: the weighted inputs
+    [z^1, ..., z^L] and the activations [a^0 = x, a^1, ..., a^L], each (n, n_l). The backward pass
+    reads the activations (σ'(z) = a(1 − a)); the cost is computed from z^L."""
+    zs, activations = [], [x]
     for layer in network.layers:
         # z^l = W^l a^{l-1} + b^l, (n, n_l)
-        z = weighted_input(activations[-1], layer.weight, layer.bias)
-        activations.append(torch.sigmoid(z))  # a^l = σ(z^l), (n, n_l)
-    return activations
+        zs.append(weighted_input(activations[-1], layer.weight, layer.bias))
+        activations.append(torch.sigmoid(zs[-1]))  # a^l = σ(z^l), (n, n_l)
+    return zs, activations
 
 
 class Backpropagation(NamedTuple):
@@ -74,8 +79,15 @@ def backpropagate(
     the cost's 1/n in it: summed over the rows, they are those of the average cost C."""
     weights = [layer.weight for layer in network.layers]  # weights[l - 1] is W^l
     output = activations[-1]
-    nabla_a = cost_gradient(output, target, convention)  # ∇_a C = ∂C/∂a^L, (n, 10)
-    delta = nabla_a * sigmoid_prime(output)  # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
+    if convention == "cross-entropy":
+        # BP1 for the cross-entropy: δ^L = (a^L − y)/n, no σ'(z^L), (n, 10)
+        delta = (output - target) / output.shape[-2]
+        # ∂C/∂a^L = δ^L / σ'(z^L), (n, 10): the outputs' wanted nudges (BP1 does not need it)
+        nabla_a = delta / sigmoid_prime(output)
+    else:
+        nabla_a = cost_gradient(output, target, convention)  # ∇_a C = ∂C/∂a^L, (n, 10)
+        # BP1: δ^L = ∇_a C ⊙ σ'(z^L), (n, 10)
+        delta = nabla_a * sigmoid_prime(output)
     gradients, activation_gradients, deltas = [], [], []
     for l in range(len(weights), 0, -1):  # l = L, L-1, ..., 1
         activation_gradients.append(nabla_a)
@@ -104,9 +116,9 @@ def backward(
 def manual_gradients(network: Network, images: Tensor, targets: Tensor, convention: str) -> Tensor:
     """The manual engine: ∇C of this mini-batch by ``forward`` and ``backward``, written into
     each parameter's ``.grad`` for the optimizer; returns the batch cost C."""
-    activations = forward(network, images)  # [a^0, a^1, ..., a^L]
+    zs, activations = forward(network, images)  # [z^1, ..., z^L], [a^0, a^1, ..., a^L]
     for layer, (nabla_w, nabla_b) in zip(
         network.layers, backward(network, activations, targets, convention)
     ):
         layer.weight.grad, layer.bias.grad = nabla_w, nabla_b
-    return cost(activations[-1], targets, convention)
+    return cost(zs[-1], targets, convention)

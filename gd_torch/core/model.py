@@ -64,12 +64,15 @@ class Network(nn.Module):
         for layer in self.layers:
             INITIALIZATIONS[init](layer.weight, layer.bias, generator)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Input activations (n, 784) in [0, 1] -> output activations a^L (n, 10)."""
+    def forward(self, x: Tensor, weighted_output: bool = False) -> Tensor:
+        """Input activations (n, 784) in [0, 1] -> output activations a^L (n, 10), or with
+        ``weighted_output`` the output layer's weighted input z^L (n, 10), a^L = σ(z^L): what the
+        cost is computed from (``gd_torch.core.cost``), since σ(z) rounds to 1 for large z."""
         a = x
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             a = torch.sigmoid(layer(a))  # a^l = σ(W^l a^{l-1} + b^l), (n, n_l)
-        return a
+        z = self.layers[-1](a)  # z^L = W^L a^{L-1} + b^L, (n, 10)
+        return z if weighted_output else torch.sigmoid(z)  # a^L = σ(z^L)
 
     @property
     def num_parameters(self) -> int:

@@ -13,6 +13,11 @@ nielsen-100    784-100-10, the same settings: 96.59% at best (chapter 1).
 sgd-100        784-16-16-10 by SGD on mini-batches of 100, on all 60,000 training images.
 full-batch-gd  the same network by true gradient descent: one step per pass, on the gradient
                of all 60,000 training images, for the same number of passes as sgd-100.
+random-labels  the random-labels experiment (Zhang et al. 2017, "Understanding deep learning
+               requires rethinking generalization"; near the end of 3Blue1Brown's lesson): every
+               label of a 1,000-image subset replaced by a random digit, 150 epochs without
+               weight decay. The training accuracy climbs far above chance while the test accuracy
+               stays at chance, 10%: the network memorises what it cannot generalise.
 """
 
 import dataclasses
@@ -44,6 +49,9 @@ PRESETS: dict[str, dict] = {
     "nielsen-100": dict(hidden_sizes=(100,), **_NIELSEN_CHAPTER_1),
     "sgd-100": dict(_GD_VERSUS_SGD, batch_size=100, learning_rate=3.0),
     "full-batch-gd": dict(_GD_VERSUS_SGD, batch_size=60_000, learning_rate=3.0),
+    "random-labels": dict(
+        train_size=1_000, label_noise=1.0, epochs=150, learning_rate=1.0, weight_decay=0.0
+    ),
 }
 
 # What the sources report for the presets, shown beside our numbers by ``gd-torch reproduce``.

@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from gd_torch.core.cost import COST_SCALES
+from gd_torch.core.cost import COSTS
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.model import INITIALIZATIONS, INPUT_SIZE, OUTPUT_SIZE
 
 ENGINE_NAMES = ("manual", "autograd")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+WEIGHT_DECAY_ON = ("all", "weights")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -54,9 +55,9 @@ class TrainingSettings:
     init: str = _option("nielsen-improved", "initial weights and biases", tuple(INITIALIZATIONS))
     cost: str = _option(
         "quadratic",
-        "cost convention: quadratic = Σ_j (a_j − y_j)², nielsen = "
-        "half of it, mse = a tenth (nn.MSELoss)",
-        tuple(COST_SCALES),
+        "quadratic = Σ_j (a_j − y_j)², nielsen = half of it, mse = a tenth (nn.MSELoss), or "
+        "cross-entropy = −Σ_j [y_j ln a_j + (1 − y_j) ln(1 − a_j)] (Nielsen, chapter 3)",
+        COSTS,
     )
     engine: str = _option(
         "manual", "where ∇C comes from: the manual backprop twin or torch.autograd", ENGINE_NAMES
@@ -65,7 +66,14 @@ class TrainingSettings:
     momentum: float = _option(0.0, "torch.optim.SGD's momentum μ: v ← μv + ∇C, w ← w − ηv")
     nesterov: bool = _option(False, "torch.optim.SGD's Nesterov momentum (needs --momentum > 0)")
     weight_decay: float = _option(
-        6e-5, "torch.optim.SGD's L2 weight decay λ: adds λw to each weight's and bias's gradient"
+        6e-5,
+        "torch.optim.SGD's L2 weight decay λ: adds λw to the gradients of --weight-decay-on",
+    )
+    weight_decay_on: str = _option(
+        "all",
+        "all: every weight and bias (torch.optim's way), or weights: the weights only, as Nielsen "
+        "decays them (chapter 3)",
+        WEIGHT_DECAY_ON,
     )
     lr_schedule: str = _option(
         "cosine",
@@ -83,6 +91,19 @@ class TrainingSettings:
     dtype: str = _option(
         "float32", "floating-point type of data, weights and gradients", tuple(DTYPES)
     )
+    train_size: int = _option(
+        0, "train on a random subset of N training images, drawn with --data-seed (0: all of them)"
+    )
+    label_noise: float = _option(
+        0.0,
+        "replace this fraction of the training labels by uniformly random digits, drawn with "
+        "--data-seed (1: every label random; validation and test labels stay true)",
+    )
+    data_seed: int = _option(
+        0,
+        "seed of the --train-size subset and the --label-noise labels; apart from --seed, so "
+        "that every seed of a sweep or a comparison trains on the same data",
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
@@ -98,15 +119,24 @@ class TrainingSettings:
             "positive integers",
         )
         # 2·seed + 1 seeds a torch.Generator, which takes 64-bit seeds
+        for name in ("seed", "data_seed"):
+            _require(
+                _is_int(getattr(self, name)) and 0 <= getattr(self, name) < 2**63,
+                name,
+                "an integer in 0 .. 2**63 - 1",
+            )
+        for name in ("validation_size", "train_size"):
+            _require(
+                _is_int(getattr(self, name)) and getattr(self, name) >= 0,
+                name,
+                "a non-negative integer",
+            )
         _require(
-            _is_int(self.seed) and 0 <= self.seed < 2**63, "seed", "an integer in 0 .. 2**63 - 1"
+            _is_number(self.label_noise) and 0 <= self.label_noise <= 1,
+            "label_noise",
+            "a fraction in [0, 1]",
         )
-        _require(
-            _is_int(self.validation_size) and self.validation_size >= 0,
-            "validation_size",
-            "a non-negative integer",
-        )
-        for name in ("cost", "init", "engine", "lr_schedule", "dtype"):
+        for name in ("cost", "init", "engine", "lr_schedule", "dtype", "weight_decay_on"):
             choices = _choices(type(self), name)
             _require(getattr(self, name) in choices, name, "one of " + ", ".join(choices))
         largest = torch.finfo(DTYPES[self.dtype]).max  # a larger η or λ overflows in step one

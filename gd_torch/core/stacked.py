@@ -62,9 +62,10 @@ class StackedNetworks(nn.Module):
         """The K points θ_k (K, P), each copy's weights and biases as one vector."""
         return torch.cat([weights.flatten(start_dim=1) for weights in self.parameters()], dim=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        network = self._structure[0]
-        return vmap(lambda weights, images: functional_call(network, weights, (images,)))(
+    def forward(self, x: Tensor, weighted_output: bool = False) -> Tensor:
+        """Every copy's ``Network.forward``: a^L, or z^L with ``weighted_output``, (K, n, 10)."""
+        network, keywords = self._structure[0], {"weighted_output": weighted_output}
+        return vmap(lambda weights, images: functional_call(network, weights, (images,), keywords))(
             dict(self.named_parameters()), x
         )
 
@@ -91,7 +92,7 @@ def autograd_gradients(
     """∇C_k of every copy by torch.autograd through the vmapped forward; returns the costs C_k,
     (K,)."""
     stacked.zero_grad(set_to_none=True)
-    costs = cost(stacked(images), targets, convention)  # (K,)
+    costs = cost(stacked(images, weighted_output=True), targets, convention)  # (K,)
     costs.sum().backward()  # copy k's weights enter only C_k: each gets its own ∇C_k
     return costs.detach()
 
@@ -108,7 +109,7 @@ def evaluate_copies(
     so the first layer of all K is one (n, 784) x (784, K·16) matmul (``manual.weighted_input``),
     not K skinny ones."""
     total_costs, corrects = totals(
-        lambda images: manual.forward(stacked, images)[-1], split, convention, batch_size
+        lambda images: manual.forward(stacked, images)[0][-1], split, convention, batch_size
     )
     return [
         Metrics.of(total_cost, correct, len(split))
@@ -117,9 +118,12 @@ def evaluate_copies(
 
 
 @torch.no_grad()
-def sgd_step(stacked: StackedNetworks, learning_rates: Tensor, weight_decay: float) -> None:
+def sgd_step(
+    stacked: StackedNetworks, learning_rates: Tensor, weight_decay: float, decay_biases: bool = True
+) -> None:
     """w_k ← w_k − η_k (∇C_k + λ w_k) for every copy k: the arithmetic of torch.optim.SGD's step
     without momentum, hand-written with torch's foreach operations, with its own η_k per copy.
+    Without ``decay_biases`` (--weight-decay-on weights) the biases take b_k ← b_k − η_k ∇C_k.
 
     torch.optim.SGD takes one η per parameter group and a group holds whole tensors, so it cannot
     give the K slices of a stacked tensor different rates; the (K,) rates broadcast instead.
@@ -138,8 +142,9 @@ def sgd_step(stacked: StackedNetworks, learning_rates: Tensor, weight_decay: flo
         return [values.view(-1, 1, 1)] * layers + [values.view(-1, 1)] * layers
 
     if weight_decay:
+        decayed = len(parameters) if decay_biases else layers  # the weights come first
         torch._foreach_mul_(
-            parameters, per_copy(1 - weight_decay * learning_rates)
+            parameters[:decayed], per_copy(1 - weight_decay * learning_rates)[:decayed]
         )  # w_k ← (1 − η_k λ) w_k
     torch._foreach_addcmul_(
         parameters, per_copy(learning_rates), [weights.grad for weights in parameters], value=-1

@@ -56,7 +56,7 @@ def embed(
     title = layer_title(network, when)
     images, labels = test.images[:count], test.labels[:count]
     with torch.inference_mode():
-        activations = manual.forward(network, images)  # [a^0, a^1, ..., a^L]
+        _, activations = manual.forward(network, images)  # [a^0, a^1, ..., a^L]
     points = activations[-2].double().cpu().numpy()  # the last hidden layer (the input if none)
     predicted = activations[-1].argmax(dim=1).cpu()
     folder = Path(run_dir) / "projector" / name

@@ -77,7 +77,7 @@ def histograms_due(epoch: int, epochs: int) -> bool:
 def sample_gradients(network: Network, sample: Split, cost: str) -> list[tuple[Tensor, Tensor]]:
     """[(∂C/∂W^l, ∂C/∂b^l)] of the cost over ``sample``, by backpropagation (BP1-BP4,
     gd_torch.core.manual), without touching the network's ``.grad``."""
-    activations = manual.forward(network, sample.images)
+    _, activations = manual.forward(network, sample.images)
     return manual.backward(network, activations, sample.targets, cost)
 
 

@@ -38,7 +38,7 @@ from gd_torch.core.data import Mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
 from gd_torch.core.guard import Interrupted, RunGuard
-from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators
+from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators, sgd
 from gd_torch.core.model import Network
 from gd_torch.core.naming import group_labels, sweep_name, varying
 from gd_torch.core.run_dir import create_run_directory, library_versions, write_json
@@ -110,6 +110,17 @@ def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[T
     ]
 
 
+def unsupported(options: RunOptions, base: TrainingSettings | None = None) -> list[str]:
+    """The options given (and, with ``base``, its settings) that a sweep cannot batch: its
+    copies share one loop of plain, eager stacked SGD steps."""
+    given = {
+        "--compile": options.compile,
+        "--time-budget": options.time_budget,
+        "--momentum": base is not None and base.momentum,
+    }
+    return [option for option, value in given.items() if value]
+
+
 def sweep(
     base: TrainingSettings,
     options: RunOptions,
@@ -156,12 +167,12 @@ def train_copies(
     every rank returns every copy; a copy that did not finish is None, and ``failure`` says which
     ranks held such copies and why (``command`` names what continues it).
     """
-    for option, given in (("--compile", options.compile), ("--time-budget", options.time_budget)):
-        if given:  # the copies share one loop of plain, eager stacked SGD steps
-            raise GdTorchError(
-                f"{option} is not supported by gd-torch sweep: train that run alone "
-                "with gd-torch train"
-            )
+    refused = unsupported(options)
+    if refused:
+        raise GdTorchError(
+            f"{refused[0]} is not supported by gd-torch sweep: train that run alone with "
+            "gd-torch train"
+        )
     if options.runs_dir is None:
         raise GdTorchError("a sweep writes its copies' runs: give it a runs_dir")
     started = time.perf_counter()
@@ -437,7 +448,7 @@ def train_stacked(
                 images = train.images.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 784)
                 targets = train.targets.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 10)
                 batch_costs = compute_gradients(stacked, images, targets, base.cost)  # (K,)
-                sgd_step(stacked, rates, base.weight_decay)
+                sgd_step(stacked, rates, base.weight_decay, base.weight_decay_on == "all")
                 step += 1
                 if options.snapshot_every and step % options.snapshot_every == 0:
                     for trajectory, point in zip(trajectories, stacked.points()):
@@ -469,13 +480,12 @@ def train_stacked(
                 log.epoch_end(
                     step, epoch, metrics | {"best_test_accuracy": best_test}, network, data, **when
                 )
-                optimizer = torch.optim.SGD(
-                    network.parameters(),
-                    lr=metrics["learning_rate"],
-                    weight_decay=config.weight_decay,
-                )
+                optimizer = sgd(config)(network)  # the optimizer `gd-torch train` would have
                 for group in optimizer.param_groups:
-                    group["initial_lr"] = config.learning_rate
+                    group["initial_lr"], group["lr"] = (
+                        config.learning_rate,
+                        metrics["learning_rate"],
+                    )
                 save_checkpoint(
                     run_dirs[k] / "last.pt",
                     training_checkpoint(  # resumable with --resume
