@@ -164,9 +164,9 @@ def test_a_sweep_keeps_one_trajectory_per_copy(tmp_path, data):
     options = RunOptions(runs_dir=str(tmp_path / "runs"), snapshot_every=25)
     result = sweep(base, options, seeds=[3, 4], data=data, out=io.StringIO())
     alone_options = dataclasses.replace(options, runs_dir=str(tmp_path / "single"))
-    for config, network in zip(result.settings, result.networks, strict=True):
-        (run_dir,) = result.sweep_dir.glob(f"*_s{config.seed}")
-        trajectory = Trajectory.load(run_dir / FILE_NAME)
+    for copy in result.copies:
+        config, network = copy.settings, copy.network
+        trajectory = Trajectory.load(copy.run_dir / FILE_NAME)
         assert trajectory.steps == EXPECTED_STEPS[:7] and trajectory.epochs == EXPECTED_EPOCHS[:7]
         initial = Network(init=config.init, generator=seeded_generators(config.seed)[0])
         assert torch.equal(trajectory.points[0], point_of(initial))
