@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from gd_torch.core.cost import one_hot
-from gd_torch.core.data import Mnist, shuffled_batches
+from gd_torch.core.data import Mnist, shuffled_order
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import evaluate
 from gd_torch.core.guard import RunGuard
@@ -149,7 +149,7 @@ def engine_row(
     run_epoch = epoch_function(run)
 
     def epoch() -> None:
-        run_epoch(shuffled_batches(len(data.train), batch_size, order_generator))
+        run_epoch(shuffled_order(len(data.train), order_generator))
         run.history = [{"seconds": 0.0}]
         run.notify("on_epoch_end")  # the per-epoch scalars and histograms of a real run
 
