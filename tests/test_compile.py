@@ -135,6 +135,8 @@ def test_a_compiled_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, 
         (1, 10, {"compile": True}, True, "compiled (--compile)"),
         (200, 1, {"momentum": 0.9}, False, "the fast path is for plain SGD in one process"),
         (200, 1, {"dry_run": True}, False, "do not earn the compile"),
+        (200, 1, {"time_budget": 60.0}, False, "--time-budget counts the compile"),
+        (200, 1, {"time_budget": 60.0, "compile": True}, True, "compiled (--compile)"),
     ],
 )
 def test_the_fast_path_is_taken_when_the_run_earns_its_compile(
@@ -299,3 +301,56 @@ def test_the_fast_path_refuses_what_it_does_not_implement(values, optimizer, mes
     settings, options = split(compile=True, epochs=1, runs_dir=None, **values)
     with pytest.raises(GdTorchError, match=message):
         train(settings, options, data=synthetic_mnist(), optimizer=optimizer, out=io.StringIO())
+
+
+def test_left_to_choose_only_the_cpu_takes_the_fast_path():
+    settings, options = split(epochs=200, batch_size=1, runs_dir=None)
+    network = Network(settings.layer_sizes)
+    guard = RunGuard(settings, options.log_every, torch.device("cpu"), None)
+    cuda = torch.device("cuda")  # choose reads its type only: no GPU needed
+    data = synthetic_mnist()
+    run = Run(settings, options, network, sgd(settings)(network), data, cuda, None, guard)
+    assert choose(run) == (
+        False,
+        "reference loop (the fast path is measured on the CPU only; --compile: try it)",
+    )
+
+
+def _no_compiler(engine):
+    def compiled_steps(*arguments):
+        raise RuntimeError("no C++ compiler found\n(the rest of a long message)")
+
+    return compiled_steps
+
+
+def test_a_failed_compile_falls_back_to_the_reference_loop_when_left_to_choose(monkeypatch):
+    """The same weights, bit for bit, as a run that never tried, and a banner line that says so."""
+    monkeypatch.setattr(compiled, "_compiled_epoch_steps", _no_compiler)
+    monkeypatch.setattr(compiled, "AUTO_STEPS", 1)
+    values = dict(epochs=2, batch_size=7, runs_dir=None, image_every=0)
+    out = io.StringIO()
+    fallen_back = train(*split(**values), data=synthetic_mnist(), out=out)
+    eager = train(*split(compile=False, **values), data=synthetic_mnist(), out=io.StringIO())
+    lines = out.getvalue().splitlines()
+    assert (
+        "SGD steps: compiled (172 SGD steps earn the compile; --no-compile for the reference)"
+        in (lines)
+    )
+    assert (
+        "SGD steps: reference loop after all (the fast path failed to compile: "
+        "RuntimeError: no C++ compiler found)"
+    ) in lines
+    for name, expected in eager.network.state_dict().items():
+        assert torch.equal(fallen_back.network.state_dict()[name], expected), name
+    assert fallen_back.history[-1]["step"] == eager.history[-1]["step"] == 2 * 86
+
+
+def test_a_failed_compile_asked_for_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(compiled, "_compiled_epoch_steps", _no_compiler)
+    settings, options = split(compile=True, epochs=1, runs_dir=None)
+    with pytest.raises(GdTorchError) as error:
+        train(settings, options, data=synthetic_mnist(), out=io.StringIO())
+    assert str(error.value) == (
+        "--compile: the fast path failed to compile (RuntimeError: no C++ compiler found); "
+        "train with --no-compile"
+    )

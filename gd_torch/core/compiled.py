@@ -29,6 +29,7 @@ not bit for bit.
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import IO
 
 import torch
 from torch import Tensor
@@ -95,7 +96,7 @@ def plain_sgd_group(optimizer: torch.optim.Optimizer) -> dict:
 def choose(run: Run) -> tuple[bool, str]:
     """Whether ``run`` takes the fast path, and why, for the banner. ``--compile`` asks for it
     (and fails on what it does not implement), ``--no-compile`` refuses it; left to choose, a
-    run takes it when it can and its SGD steps are enough to earn the compile."""
+    run on the CPU takes it when it can and its SGD steps are enough to earn the compile."""
     asked = run.options.compile
     if asked is False:
         return False, "reference loop (--no-compile)"
@@ -109,9 +110,16 @@ def choose(run: Run) -> tuple[bool, str]:
         return False, f"reference loop (the fast path is for plain SGD in one process: {refusal})"
     if asked:
         return True, "compiled (--compile)"
+    if run.device.type != "cpu":  # Inductor's code for it is untested here
+        return (
+            False,
+            "reference loop (the fast path is measured on the CPU only; --compile: try it)",
+        )
     steps = (run.settings.epochs - run.epoch) * math.ceil(
         len(run.data.train) / run.settings.batch_size
     )
+    if run.options.time_budget:  # the compile would take its seconds out of the budget
+        return False, "reference loop (--time-budget counts the compile; --compile to force it)"
     if run.options.dry_run or steps < AUTO_STEPS:
         return False, (
             f"reference loop ({steps:,} SGD steps do not earn the compile; --compile to force it)"
@@ -120,12 +128,17 @@ def choose(run: Run) -> tuple[bool, str]:
 
 
 def epoch_function(
-    run: Run, reference_epoch: Callable[[Sequence[Tensor]], None]
+    run: Run, reference_epoch: Callable[[Sequence[Tensor]], None], out: IO[str]
 ) -> Callable[[Tensor], None]:
     """The fast path's epoch: order (this epoch's examples not yet trained on, in SGD's order)
     -> None. Its full mini-batches take compiled calls of up to STEPS_PER_CALL steps, after each
     of which ``run.finish_steps`` counts, checks and logs them; a smaller last batch takes
-    ``reference_epoch`` (the reference loop, with ``optimizer.step()``)."""
+    ``reference_epoch`` (the reference loop, with ``optimizer.step()``).
+
+    The first call compiles. Should compiling fail (no C++ compiler, a PyTorch limitation), a
+    run that left the choice to gd_torch says so on ``out`` and takes the reference loop from
+    there on, the weights untouched (a compile fails before any step runs); with --compile it
+    is an error."""
     group = plain_sgd_group(run.optimizer)
     epoch_steps = _compiled_epoch_steps(run.settings.engine)
     split, network, batch_size = run.data.train, run.network, run.settings.batch_size
@@ -136,27 +149,41 @@ def epoch_function(
     batch_costs = torch.zeros(full_batches, device=device, dtype=dtype)
     gradient_norms = torch.zeros_like(batch_costs)
     learning_rate = torch.tensor(0.0, device=device, dtype=dtype)
+    compiled_once = False
 
     @torch.no_grad()
     def train_one_epoch(order: Tensor) -> None:
+        nonlocal epoch_steps, compiled_once
+        if epoch_steps is None:  # compiling failed: the reference loop, from then on
+            reference_epoch(order.split(batch_size))
+            return
         learning_rate.fill_(group["lr"])  # η of this epoch (a tensor: no recompiling)
         steps = len(order) // batch_size
         batches[:steps] = order[: steps * batch_size].view(steps, batch_size)
         for start in range(0, steps, STEPS_PER_CALL):
             stop = min(start + STEPS_PER_CALL, steps)
-            gradients = epoch_steps(
-                network,
-                split.images,
-                split.targets,
-                batches,
-                torch.tensor(start, device=device),
-                torch.tensor(stop, device=device),
-                batch_costs,
-                gradient_norms,
-                run.settings.cost,
-                learning_rate,
-                group["weight_decay"],
-            )
+            try:
+                gradients = epoch_steps(
+                    network,
+                    split.images,
+                    split.targets,
+                    batches,
+                    torch.tensor(start, device=device),
+                    torch.tensor(stop, device=device),
+                    batch_costs,
+                    gradient_norms,
+                    run.settings.cost,
+                    learning_rate,
+                    group["weight_decay"],
+                )
+            except Exception as failure:  # any failure to compile: see the docstring
+                if compiled_once or isinstance(failure, GdTorchError):
+                    raise
+                _compile_failed(run, failure, out)  # raises under --compile
+                epoch_steps = None
+                reference_epoch(order.split(batch_size))
+                return
+            compiled_once = True
             for parameter, gradient in zip(group["params"], gradients):
                 parameter.grad = gradient
             if run.finish_steps(batch_costs[start:stop], gradient_norms[start:stop]):
@@ -165,6 +192,21 @@ def epoch_function(
             reference_epoch([order[steps * batch_size :]])
 
     return train_one_epoch
+
+
+def _compile_failed(run: Run, failure: Exception, out: IO[str]) -> None:
+    """--compile: a one-line error; left to choose: a banner line, and the reference loop."""
+    first_line = (str(failure).strip().splitlines() or [""])[0]
+    reason = f"{type(failure).__name__}: {first_line}"
+    if run.options.compile:
+        raise GdTorchError(
+            f"--compile: the fast path failed to compile ({reason}); train with --no-compile"
+        ) from failure
+    print(
+        f"SGD steps: reference loop after all (the fast path failed to compile: {reason})",
+        file=out,
+        flush=True,
+    )
 
 
 def epoch_steps_function(engine: str):
@@ -247,7 +289,10 @@ def _inductor(graph, example_inputs):
         torch.ops.aten.addmm.default: _addmm,
     }
     return compile_fx(
-        graph, example_inputs, config_patches={"cpp_wrapper": True}, decompositions=decompositions
+        graph,
+        example_inputs,
+        config_patches={"cpp_wrapper": True},
+        decompositions=decompositions,
     )
 
 

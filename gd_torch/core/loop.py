@@ -70,11 +70,14 @@ def train_one_epoch(
 
 
 def epoch_function(
-    run: Run, compute_gradients=ENGINES["manual"], fast: bool | None = None
+    run: Run,
+    compute_gradients=ENGINES["manual"],
+    fast: bool | None = None,
+    out: IO[str] | None = None,
 ) -> Callable[[Tensor], None]:
     """order -> None: the epoch of SGD steps this run takes, chosen once when it starts, over
     the epoch's examples not yet trained on, in the order SGD takes them. ``fast``: the compiled
-    fast path (default: as ``compiled.choose`` says)."""
+    fast path (default: as ``compiled.choose`` says), which says on ``out`` if it falls back."""
     reference = functools.partial(
         train_one_epoch,
         run.network,
@@ -87,7 +90,7 @@ def epoch_function(
     if fast is None:
         fast = compiled.choose(run)[0]
     if fast:  # the same steps, up to a thousand to a compiled call
-        return compiled.epoch_function(run, reference)
+        return compiled.epoch_function(run, reference, out or sys.stdout)
     return lambda order: reference(order.split(run.settings.batch_size))
 
 
@@ -266,7 +269,7 @@ def train(
     )
     best_by = run.best_by
     fast, steps_taken_by = compiled.choose(run)
-    run_epoch = epoch_function(run, compute_gradients, fast)
+    run_epoch = epoch_function(run, compute_gradients, fast, out)
     print(
         f"gd-torch train: {'-'.join(map(str, settings.layer_sizes))} network, "
         f"{sum(p.numel() for p in network.parameters()):,} weights and biases, "

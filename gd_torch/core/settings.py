@@ -174,7 +174,8 @@ class RunOptions:
     compile: bool | None = _option(
         None,
         "the fast path: the same SGD steps, a thousand to one compiled call (seconds of "
-        "compiling first; see README, Performance); auto: for runs of 100,000 steps or more",
+        "compiling first; see README, Performance); auto: on the CPU, for plain SGD runs of "
+        "100,000 steps or more without --time-budget; the banner says which",
         none="auto",
     )
     runs_dir: str | None = _option(
