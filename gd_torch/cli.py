@@ -116,6 +116,7 @@ def _bench(arguments) -> None:
         arguments.devices,
         arguments.json,
         compile=arguments.compile,
+        end_to_end=arguments.end_to_end,
     )
 
 
@@ -341,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also time both engines with --compile (default: yes)",
+    )
+    bench.add_argument(
+        "--end-to-end",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the whole default gd-torch train and each compile, in new processes, "
+        "in floor-epochs (default: yes)",
     )
     sweep_bench = bench.add_argument_group(
         "--sweep and --parallel",

@@ -12,7 +12,8 @@ from gd_torch.core.cost import one_hot
 from gd_torch.core.engines import ENGINES
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.model import INPUT_SIZE, OUTPUT_SIZE, Network
-from gd_torch.tools.bench import flops_per_example, run_bench
+from gd_torch.tools import bench_run
+from gd_torch.tools.bench import end_to_end_table, flops_per_example, run_bench
 
 
 @pytest.mark.parametrize("hidden_sizes", [(16, 16), (30,), (5, 9, 2)])
@@ -40,6 +41,7 @@ def test_bench_reports_every_row_consistently(fake_mnist_root):
         tutorial_examples=200,
         as_json=True,
         out=out,
+        end_to_end=False,
     )
     report = json.loads(out.getvalue())
     (cpu,) = report["devices"]
@@ -108,6 +110,7 @@ def test_bench_prints_a_table_with_one_line_per_row(fake_mnist_root):
         tutorial_examples=50,
         out=out,
         compile=False,
+        end_to_end=False,
     )
     lines = out.getvalue().splitlines()
     assert "1 thread(s)" in out.getvalue() and "TensorBoard logging at its defaults" in lines[-1]
@@ -131,3 +134,45 @@ def test_bench_refuses_impossible_settings(fake_mnist_root, changes):
             **({"tutorial_examples": 50} | changes),
             out=io.StringIO(),
         )
+
+
+def test_bench_times_the_whole_default_run_twice_in_new_processes(fake_mnist_root):
+    out = io.StringIO()
+    run_bench(
+        str(fake_mnist_root),
+        download=False,
+        batch_sizes=(50,),
+        repeats=1,
+        tutorial_examples=50,
+        as_json=True,
+        out=out,
+        compile=False,
+    )
+    report = json.loads(out.getvalue())
+    floor = report["devices"][0]["floor_seconds_per_epoch"]
+    first, again = report["end_to_end"]
+    assert (first["name"], again["name"]) == (
+        "whole default run, first",
+        "whole default run, again",
+    )
+    for row in first, again:
+        assert row["batch_size"] == 10 and row["seconds"] > 0 and row["cpu_seconds"] > 0
+        assert row["floor_epochs"] == pytest.approx(row["seconds"] / floor)
+        # 600 fake digits: 60 epochs of 60 steps, too few to earn the compile
+        assert row["sgd_steps"].startswith("reference loop (3,600 SGD steps do not earn")
+    assert 0 < first["test_accuracy"] == again["test_accuracy"] <= 1  # the same seeded run
+    lines = end_to_end_table(report["end_to_end"]).splitlines()
+    assert lines[-2].startswith("whole default run, first") and "reference loop" in lines[-2]
+    assert f"{100 * first['test_accuracy']:.2f}%" in lines[-1]
+
+
+def test_bench_times_each_compile_cold_and_cached_in_new_processes(fake_mnist_root, monkeypatch):
+    """One engine at one batch size (a compile is the slow part of the test suite)."""
+    monkeypatch.setattr(bench_run, "COMPILED_ENGINES", ("manual",))
+    rows = bench_run.compile_rows(str(fake_mnist_root), False, 1, [10], print)
+    assert [row["name"] for row in rows] == ["compile manual, cold", "compile manual, cached"]
+    for row in rows:
+        assert row["batch_size"] == 10 and row["steps"] > 0
+        assert row["seconds"] == pytest.approx(row["first_call"] - row["steps"])
+    table = end_to_end_table([row | {"floor_epochs": 1.0} for row in rows])
+    assert table.splitlines()[-2].startswith("compile manual, cold")

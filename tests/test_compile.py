@@ -1,4 +1,4 @@
-"""--compile: the fast path takes the reference loop's steps, 16 whole steps to a compiled call."""
+"""The fast path takes the reference loop's steps: an epoch of whole steps in one compiled loop."""
 
 import io
 
@@ -6,31 +6,42 @@ import pytest
 import torch
 
 from gd_torch import Callback, train
-from gd_torch.core.compiled import STEPS_PER_CALL, chunks, whole_steps_function
+from gd_torch.core import compiled
+from gd_torch.core.compiled import (
+    INLINE_PRODUCT_LIMIT,
+    choose,
+    epoch_steps_function,
+)
 from gd_torch.core.data import Mnist
 from gd_torch.core.errors import GdTorchError
-from gd_torch.core.loop import seeded_generators
+from gd_torch.core.guard import Diverged, RunGuard
+from gd_torch.core.loop import seeded_generators, sgd
 from gd_torch.core.model import Network
+from gd_torch.core.run import Run
 from tests.configs import split
 from tests.events import scalars
 from tests.fakes import synthetic_mnist
 
 
 class RecordSteps(Callback):
-    def __init__(self):
-        self.costs, self.norms = [], []
+    def __init__(self, stop_at: int | None = None):
+        self.steps, self.costs, self.norms, self.stop_at = [], [], [], stop_at
 
     def on_step_end(self, run):
+        self.steps.append(run.step)
         self.costs.append(float(run.batch_cost))
         self.norms.append(float(run.gradient_norm()))
+        if run.step == self.stop_at:
+            run.stop("asked")
 
 
 @pytest.mark.parametrize("engine", ["manual", "autograd"])
-def test_compiled_steps_take_the_eager_steps(engine):
-    """Three calls of STEPS_PER_CALL steps each: the same costs, ‖∇C‖ at every step, weights, and
-    the last ∇C in .grad."""
+def test_compiled_steps_take_the_eager_steps(engine, monkeypatch):
+    """Three compiled calls of 16 steps: the same costs and ‖∇C‖ at every step, the same weights,
+    and the last ∇C in .grad."""
+    monkeypatch.setattr(compiled, "STEPS_PER_CALL", 16)
     full = synthetic_mnist()
-    data = Mnist(full.train[: 3 * STEPS_PER_CALL * 10], full.test)
+    data = Mnist(full.train[: 3 * 16 * 10], full.test)
     results = {}
     for compile in (False, True):
         settings, options = split(
@@ -47,31 +58,27 @@ def test_compiled_steps_take_the_eager_steps(engine):
             record,
             train(settings, options, data=data, callbacks=[record], out=io.StringIO()).network,
         )
-    (eager_steps, eager), (compiled_steps, compiled) = results[False], results[True]
-    assert len(compiled_steps.costs) == 3 * STEPS_PER_CALL
+    (eager_steps, eager), (compiled_steps, fast) = results[False], results[True]
+    assert compiled_steps.steps == eager_steps.steps == list(range(1, 3 * 16 + 1))
     assert compiled_steps.costs == pytest.approx(eager_steps.costs, rel=1e-5)
     assert compiled_steps.norms == pytest.approx(eager_steps.norms, rel=1e-4)
     for name, expected in eager.state_dict().items():
-        torch.testing.assert_close(compiled.state_dict()[name], expected, msg=name)
-    for mine, theirs in zip(compiled.parameters(), eager.parameters()):
-        torch.testing.assert_close(
-            mine.grad, theirs.grad
-        )  # the histograms and the guard read .grad
+        torch.testing.assert_close(fast.state_dict()[name], expected, msg=name)
+    for mine, theirs in zip(fast.parameters(), eager.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad)  # the histograms and the guard read it
     initial = Network(generator=seeded_generators(0)[0])
-    assert not torch.allclose(
-        compiled.layers[0].weight, initial.layers[0].weight
-    )  # the steps did move the weights
+    assert not torch.allclose(fast.layers[0].weight, initial.layers[0].weight)  # they did move
 
 
-@pytest.mark.parametrize("engine", ["manual", "autograd"])
-def test_compiled_cross_entropy_steps_take_the_eager_steps(engine):
-    """The cross-entropy through the compiled passes: C from z^L, BP1 without σ'."""
+def test_compiled_cross_entropy_steps_take_the_eager_steps(monkeypatch):
+    """The cross-entropy through the compiled loop (manual engine: its BP1 has no σ'; autograd's
+    pass differs from the quadratic one only in ``cost``): the same costs and weights."""
+    monkeypatch.setattr(compiled, "STEPS_PER_CALL", 16)
     full = synthetic_mnist()
-    data = Mnist(full.train[: STEPS_PER_CALL * 10], full.test)
+    data = Mnist(full.train[: 2 * 16 * 10], full.test)
     results = {}
     for compile in (False, True):
         settings, options = split(
-            engine=engine,
             compile=compile,
             cost="cross-entropy",
             epochs=1,
@@ -82,24 +89,10 @@ def test_compiled_cross_entropy_steps_take_the_eager_steps(engine):
         record = RecordSteps()
         network = train(settings, options, data=data, callbacks=[record], out=io.StringIO()).network
         results[compile] = record, network
-    (eager_steps, eager), (compiled_steps, compiled) = results[False], results[True]
+    (eager_steps, eager), (compiled_steps, fast) = results[False], results[True]
     assert compiled_steps.costs == pytest.approx(eager_steps.costs, rel=1e-5)
     for name, expected in eager.state_dict().items():
-        torch.testing.assert_close(compiled.state_dict()[name], expected, msg=name)
-
-
-def test_chunks_stack_whole_groups_and_leave_the_rest_one_at_a_time():
-    batches = torch.arange(23).split(3)  # 7 batches of 3 and one of 2
-    stacked = chunks(batches, 3)
-    assert [tuple(chunk.shape) for chunk in stacked] == [(3, 3), (3, 3), (1, 3), (1, 2)]
-    assert torch.equal(
-        torch.cat([chunk.flatten() for chunk in stacked]), torch.arange(23)
-    )  # every example once, in order
-    assert [tuple(chunk.shape) for chunk in chunks(torch.arange(12).split(3), 2)] == [
-        (2, 3),
-        (2, 3),
-    ]
-    assert chunks((), 8) == []  # resumed after the last step of an epoch
+        torch.testing.assert_close(fast.state_dict()[name], expected, msg=name)
 
 
 def test_compiled_training_follows_the_eager_trajectory(tmp_path):
@@ -115,20 +108,15 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
             image_every=0,
             log_every=3,
         )
-        # 600 = 85·7 + 5 images: 5 calls of 16 steps, 5 single steps and a smaller last batch per
-        # epoch; two rates
+        # 600 = 85·7 + 5 images: 85 compiled steps and a smaller last batch on the reference
+        # loop per epoch; two rates
         results[compile] = train(settings, options, data=synthetic_mnist(), out=io.StringIO())
-    for eager, compiled in zip(
-        results[False].network.parameters(), results[True].network.parameters()
-    ):
-        torch.testing.assert_close(compiled, eager)
+    for eager, fast in zip(results[False].network.parameters(), results[True].network.parameters()):
+        torch.testing.assert_close(fast, eager)
     assert [epoch["test_accuracy"] for epoch in results[True].history] == [
         epoch["test_accuracy"] for epoch in results[False].history
     ]
-    for tag in (
-        "batch/train_cost",
-        "batch/gradient_norm",
-    ):  # logged every 3 steps, from inside the compiled calls too
+    for tag in ("batch/train_cost", "batch/gradient_norm"):  # every 3 steps, from compiled calls
         (eager_steps, eager_values), (compiled_steps, compiled_values) = (
             zip(*scalars(results[compile].run_dir, tag)) for compile in (False, True)
         )
@@ -136,38 +124,183 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
         assert list(compiled_values) == pytest.approx(list(eager_values), rel=1e-4)
 
 
-def test_steps_from_pixels_equal_steps_from_float_images():
-    """--compile gathers uint8 pixels and makes them activations after the gather: the same
-    numbers as Split.images."""
-    data = synthetic_mnist()
-    chunk = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(5))[:30].view(
-        3, 10
+def test_a_compiled_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """A stop asked at step 20 takes effect after its call (step 32); the resumed epoch takes
+    the 53 batches left through the same graph, and ends where the run that never stopped does,
+    bit for bit."""
+    monkeypatch.setattr(compiled, "STEPS_PER_CALL", 16)
+    values = dict(epochs=2, batch_size=7, compile=True, image_every=0)
+    whole = train(*split(runs_dir=str(tmp_path / "whole"), **values), data=synthetic_mnist())
+    record = RecordSteps(stop_at=20)
+    stopped = train(
+        *split(runs_dir=str(tmp_path / "parts"), **values),
+        data=synthetic_mnist(),
+        callbacks=[record],
+        out=io.StringIO(),
     )
-    results = []
-    for inputs in (data.train.pixels, data.train.images):
-        network = Network(generator=seeded_generators(0)[0])
-        with torch.no_grad():
-            _, costs, norms = whole_steps_function("manual")(
-                network, inputs, data.train.targets, chunk, "quadratic", torch.tensor(0.5), 6e-5
-            )
-        results.append((costs, norms, [parameter.clone() for parameter in network.parameters()]))
-    (pixel_costs, pixel_norms, pixel_weights), (image_costs, image_norms, image_weights) = results
-    assert torch.equal(pixel_costs, image_costs) and torch.equal(pixel_norms, image_norms)
-    assert all(map(torch.equal, pixel_weights, image_weights))
+    assert stopped.stopped == "asked" and record.steps[-1] == 32 and not stopped.history
+    resumed = train(
+        *split(runs_dir=str(tmp_path / "parts"), **values),
+        data=synthetic_mnist(),
+        resume=stopped.run_dir,
+        out=io.StringIO(),
+    )
+    for name, expected in whole.network.state_dict().items():
+        assert torch.equal(resumed.network.state_dict()[name], expected), name
+    assert resumed.history[-1]["step"] == whole.history[-1]["step"] == 2 * 86
+
+
+@pytest.mark.parametrize(
+    "epochs, batch_size, values, fast, why",
+    [
+        (60, 10, {}, False, "3,600 SGD steps do not earn the compile; --compile to force it"),
+        (60, 1, {"dry_run": False}, False, "36,000 SGD steps"),
+        (200, 1, {}, True, "120,000 SGD steps earn the compile; --no-compile for the reference"),
+        (200, 1, {"compile": False}, False, "reference loop (--no-compile)"),
+        (1, 10, {"compile": True}, True, "compiled (--compile)"),
+        (200, 1, {"momentum": 0.9}, False, "the fast path is for plain SGD in one process"),
+        (200, 1, {"dry_run": True}, False, "do not earn the compile"),
+        (200, 1, {"time_budget": 60.0}, False, "--time-budget counts the compile"),
+        (200, 1, {"time_budget": 60.0, "compile": True}, True, "compiled (--compile)"),
+    ],
+)
+def test_the_fast_path_is_taken_when_the_run_earns_its_compile(
+    epochs, batch_size, values, fast, why
+):
+    settings, options = split(epochs=epochs, batch_size=batch_size, runs_dir=None, **values)
+    network = Network(settings.layer_sizes)
+    guard = RunGuard(settings, options.log_every, torch.device("cpu"), None)
+    data = synthetic_mnist()
+    run = Run(
+        settings, options, network, sgd(settings)(network), data, torch.device("cpu"), None, guard
+    )
+    taken, reason = choose(run)
+    assert taken == fast and why in reason
+
+
+def test_the_banner_says_which_loop_takes_the_steps():
+    out = io.StringIO()
+    train(*split(epochs=1, runs_dir=None), data=synthetic_mnist(), out=out)
+    assert "SGD steps: reference loop (60 SGD steps do not earn the compile" in out.getvalue()
+    assert "  compile          : auto" in out.getvalue()
+
+
+class Steps(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_step_end(self, run):
+        self.seen.append((run.step, float(run.batch_cost), float(run.gradient_norm())))
+
+
+def test_a_calls_steps_are_each_reported_with_their_own_cost_and_norm():
+    settings, options = split(runs_dir=None, log_every=4)
+    network = Network(settings.layer_sizes)
+    steps = Steps()
+    run = Run(
+        settings,
+        options,
+        network,
+        sgd(settings)(network),
+        synthetic_mnist(),
+        torch.device("cpu"),
+        None,
+        RunGuard(settings, options.log_every, torch.device("cpu"), None),
+        [steps],
+        step=7,
+    )
+    assert not run.finish_steps(torch.tensor([0.5, 0.4, 0.3]), torch.tensor([2.0, 1.0, 3.0]))
+    assert steps.seen == [
+        (8, 0.5, 2.0),
+        (9, pytest.approx(0.4), 1.0),
+        (10, pytest.approx(0.3), 3.0),
+    ]
+    assert run.step == 10 and float(run.batch_cost) == pytest.approx(0.3)
+
+
+def test_the_first_compiled_step_whose_cost_is_not_finite_is_named_after_the_steps_before_it():
+    settings, options = split(runs_dir=None, learning_rate=1.5, lr_schedule="constant")
+    network = Network(settings.layer_sizes)
+    steps = Steps()
+    guard = RunGuard(settings, options.log_every, torch.device("cpu"), None)
+    run = Run(
+        settings,
+        options,
+        network,
+        sgd(settings)(network),
+        synthetic_mnist(),
+        torch.device("cpu"),
+        None,
+        guard,
+        [steps],
+        step=100,
+    )
+    costs = torch.tensor([0.5, 0.4, float("inf"), float("nan"), 0.2])
+    with pytest.raises(Diverged, match=r"diverged at step 103 .*: the batch cost is inf"):
+        run.finish_steps(costs, torch.ones(5))
+    assert [step for step, *_ in steps.seen] == [101, 102]  # the log has the steps before it
+
+
+def test_weights_gone_wrong_inside_a_call_are_caught_after_it():
+    settings, options = split(runs_dir=None, log_every=10)
+    network = Network(settings.layer_sizes)
+    guard = RunGuard(settings, options.log_every, torch.device("cpu"), None)
+    run = Run(
+        settings,
+        options,
+        network,
+        sgd(settings)(network),
+        synthetic_mnist(),
+        torch.device("cpu"),
+        None,
+        guard,
+        step=5,
+    )
+    with torch.no_grad():
+        network.layers[1].weight[0, 0] = float("inf")
+    assert not run.finish_steps(torch.ones(4), torch.ones(4))  # steps 6-9: no check due
+    with pytest.raises(Diverged, match="diverged at step 10 .*not finite"):
+        run.finish_steps(torch.ones(4), torch.ones(4))  # steps 10-13
+
+
+@pytest.mark.parametrize("m, k, n", [(10, 784, 16), (10, 16, 16), (16, 10, 784), (7, 3, 5)])
+def test_small_products_written_as_sums_are_the_products(m, k, n):
+    generator = torch.Generator().manual_seed(m * k * n)
+    a, b, bias = (
+        torch.randn(*shape, generator=generator, dtype=torch.float64)
+        for shape in ((m, k), (k, n), (n,))
+    )
+    assert m * k * n <= INLINE_PRODUCT_LIMIT
+    torch.testing.assert_close(compiled._mm(a, b), a @ b)
+    torch.testing.assert_close(compiled._addmm(bias, a, b), torch.addmm(bias, a, b))
+    torch.testing.assert_close(
+        compiled._addmm(bias, a, b, beta=0.5, alpha=2.0),
+        torch.addmm(bias, a, b, beta=0.5, alpha=2.0),
+    )
+
+
+def test_large_products_stay_with_blas():
+    a, b = torch.zeros(100, 784), torch.zeros(784, 16)
+    assert compiled._mm(a, b) is NotImplemented
+    assert compiled._addmm(torch.zeros(16), a, b) is NotImplemented
 
 
 @pytest.mark.parametrize("engine", ["manual", "autograd"])
-def test_the_whole_step_is_one_graph(engine):
-    """No graph break: gather, gradient and update of several steps compile together (the point
-    of --compile)."""
+def test_the_whole_loop_of_steps_is_one_graph(engine):
+    """No graph break: the while loop and its steps, gather, gradient and update, compile
+    together (the point of the fast path)."""
     data = synthetic_mnist()
     network = Network(generator=seeded_generators(0)[0])
     with torch.no_grad():
-        explanation = torch._dynamo.explain(whole_steps_function(engine))(
+        explanation = torch._dynamo.explain(epoch_steps_function(engine))(
             network,
             data.train.images,
             data.train.targets,
             torch.arange(20).view(2, 10),
+            torch.tensor(0),
+            torch.tensor(2),
+            torch.zeros(2),
+            torch.zeros(2),
             "quadratic",
             torch.tensor(0.5),
             6e-5,
@@ -194,3 +327,56 @@ def test_the_fast_path_refuses_what_it_does_not_implement(values, optimizer, mes
     settings, options = split(compile=True, epochs=1, runs_dir=None, **values)
     with pytest.raises(GdTorchError, match=message):
         train(settings, options, data=synthetic_mnist(), optimizer=optimizer, out=io.StringIO())
+
+
+def test_left_to_choose_only_the_cpu_takes_the_fast_path():
+    settings, options = split(epochs=200, batch_size=1, runs_dir=None)
+    network = Network(settings.layer_sizes)
+    guard = RunGuard(settings, options.log_every, torch.device("cpu"), None)
+    cuda = torch.device("cuda")  # choose reads its type only: no GPU needed
+    data = synthetic_mnist()
+    run = Run(settings, options, network, sgd(settings)(network), data, cuda, None, guard)
+    assert choose(run) == (
+        False,
+        "reference loop (the fast path is measured on the CPU only; --compile: try it)",
+    )
+
+
+def _no_compiler(engine):
+    def compiled_steps(*arguments):
+        raise RuntimeError("no C++ compiler found\n(the rest of a long message)")
+
+    return compiled_steps
+
+
+def test_a_failed_compile_falls_back_to_the_reference_loop_when_left_to_choose(monkeypatch):
+    """The same weights, bit for bit, as a run that never tried, and a banner line that says so."""
+    monkeypatch.setattr(compiled, "_compiled_epoch_steps", _no_compiler)
+    monkeypatch.setattr(compiled, "AUTO_STEPS", 1)
+    values = dict(epochs=2, batch_size=7, runs_dir=None, image_every=0)
+    out = io.StringIO()
+    fallen_back = train(*split(**values), data=synthetic_mnist(), out=out)
+    eager = train(*split(compile=False, **values), data=synthetic_mnist(), out=io.StringIO())
+    lines = out.getvalue().splitlines()
+    assert (
+        "SGD steps: compiled (172 SGD steps earn the compile; --no-compile for the reference)"
+        in (lines)
+    )
+    assert (
+        "SGD steps: reference loop after all (the fast path failed to compile: "
+        "RuntimeError: no C++ compiler found)"
+    ) in lines
+    for name, expected in eager.network.state_dict().items():
+        assert torch.equal(fallen_back.network.state_dict()[name], expected), name
+    assert fallen_back.history[-1]["step"] == eager.history[-1]["step"] == 2 * 86
+
+
+def test_a_failed_compile_asked_for_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(compiled, "_compiled_epoch_steps", _no_compiler)
+    settings, options = split(compile=True, epochs=1, runs_dir=None)
+    with pytest.raises(GdTorchError) as error:
+        train(settings, options, data=synthetic_mnist(), out=io.StringIO())
+    assert str(error.value) == (
+        "--compile: the fast path failed to compile (RuntimeError: no C++ compiler found); "
+        "train with --no-compile"
+    )

@@ -1,4 +1,4 @@
-"""The fast path of --compile: the SGD steps of ``train_one_epoch``, 16 to one compiled call.
+"""The fast path: the SGD steps of ``train_one_epoch``, a whole epoch in one compiled loop.
 
 It is the same math as the reference loop (gd_torch.core.loop.train_one_epoch), with one
 difference of form: the update is inside the graph, as the functional ``torch.optim.sgd.sgd``
@@ -6,38 +6,50 @@ that ``SGD.step()`` itself calls, not as a call of ``optimizer.step()``. So it i
 torch.optim.SGD (η and weight decay, one parameter group) and refuses anything else (momentum,
 Nesterov, another optimizer): those run on the reference loop.
 
-``STEPS_PER_CALL`` (16) whole steps, gather, forward, backward and update each, are one
-``torch.compile`` graph: the engine's gradient pass as a pure function (BP1-BP4 of
-gd_torch.core.manual, or ``torch.func.grad``) followed by the update, unrolled 16 times. At
-batch 10 the arithmetic of a step is a fraction of a percent of its time; the rest is the
-overhead of ~35 small operations, which Inductor fuses into a dozen kernels, and the compiled
-function's own cost per call (~60 µs of guards and wrappers), which 16 steps share; the code
-that calls the kernels is C++ (``cpp_wrapper``). The mini-batches are gathered from MNIST's
-uint8 pixels (4x fewer bytes than float images) and become activations inside the graph. The
-mini-batches an epoch has left over after its calls of 16 (and a smaller last batch) take one
-step per call. The first calls compile (about 30 s per engine, network shape and batch shape in
-a process; Inductor's on-disk cache makes later processes faster); η enters as a tensor, so a
-learning-rate schedule does not recompile. The graph also returns each step's cost and ‖∇C‖
-for the log, and leaves the last step's gradients in ``.grad``. Compiled steps equal the eager
-ones to float32 rounding (fused kernels round differently), not bit for bit.
+One step, gather, forward, backward and update, is the body of a ``torch.while_loop``: the
+engine's gradient pass as a pure function (BP1-BP4 of gd_torch.core.manual, or
+``torch.func.grad``), then the update. The loop runs in the compiled code (a C++ ``while``,
+``cpp_wrapper``), up to ``STEPS_PER_CALL`` steps a call, so the ~60 µs that a compiled call
+costs in guards and wrappers is shared by a thousand steps, and one graph serves every number of
+steps: it compiles once per engine, network and batch shape (a whole step, not 16 unrolled
+ones as before: about a fifth of the compile). The loop also writes each step's cost and ‖∇C‖
+into two buffers, for the log and the divergence checks, and returns the last step's gradients
+for ``.grad``. A smaller last batch takes the reference loop's step.
+
+At batch 10 the arithmetic of a step is a fraction of its time; the rest was calls into BLAS
+for matrix products of a few thousand multiply-adds, each with its checks and a fresh output
+tensor. On the CPU, products of up to ``INLINE_PRODUCT_LIMIT`` multiply-adds are instead written
+as Σ_k a_mk b_kn, which Inductor turns into loops of its own and fuses with their neighbours
+(the sigmoid, BP1-BP4's elementwise factors, the update): a step becomes about one kernel.
+Larger products (from batch 100 on) stay with BLAS, which is faster there. Compiled steps
+equal the eager ones to float32 rounding (products and fused kernels add up in another order),
+not bit for bit.
 """
 
 import functools
+import math
 from collections.abc import Callable, Sequence
+from typing import IO
 
 import torch
 from torch import Tensor
+from torch._inductor.compile_fx import compile_fx
+from torch._inductor.decomposition import select_decomp_table
 from torch.func import functional_call
 from torch.optim.sgd import sgd
 
-from gd_torch.core import manual
+from gd_torch.core import distributed, manual
 from gd_torch.core.cost import cost
-from gd_torch.core.data import activations
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run, gradient_norm
 
-STEPS_PER_CALL = 16  # compiled steps per call: more share the per-call cost, and compile longer
+STEPS_PER_CALL = 1_000  # the steps of one compiled call: a Ctrl-C or a callback's stop waits for it
+INLINE_PRODUCT_LIMIT = 2**18  # multiply-adds: smaller matrix products become Inductor's own loops
+# --compile left to choose (RunOptions.compile None) takes the fast path for runs of at least this
+# many SGD steps: a compiled step saves ~100 µs of eager overhead at batch 10 (more at larger
+# batches), so 100,000 of them save ~10 s, what a first compile costs.
+AUTO_STEPS = 100_000
 
 
 def manual_pass(network: Network, images: Tensor, targets: Tensor, convention: str):
@@ -88,71 +100,154 @@ def plain_sgd_group(optimizer: torch.optim.Optimizer) -> dict:
     return group
 
 
-def chunks(batches: Sequence[Tensor], size: int) -> list[Tensor]:
-    """The mini-batches (index tensors) in stacks of ``size`` as (size, B); the ones left over,
-    and a smaller last batch, one at a time as (1, B): at most three shapes per batch size."""
-    if not batches:  # a run stopped after the last step of an epoch resumes with none left
-        return []
-    full = len(batches) if len(batches[-1]) == len(batches[0]) else len(batches) - 1
-    stacked = full // size * size
-    return [torch.stack(batches[i : i + size]) for i in range(0, stacked, size)] + [
-        batch.unsqueeze(0) for batch in batches[stacked:]
-    ]
+def choose(run: Run) -> tuple[bool, str]:
+    """Whether ``run`` takes the fast path, and why, for the banner. ``--compile`` asks for it
+    (and fails on what it does not implement), ``--no-compile`` refuses it; left to choose, a
+    run on the CPU takes it when it can and its SGD steps are enough to earn the compile."""
+    asked = run.options.compile
+    if asked is False:
+        return False, "reference loop (--no-compile)"
+    try:
+        plain_sgd_group(run.optimizer)
+        if distributed.world_size() > 1:
+            raise GdTorchError("data parallelism all-reduces ∇C before the update")
+    except GdTorchError as refusal:
+        if asked:
+            raise
+        return False, f"reference loop (the fast path is for plain SGD in one process: {refusal})"
+    if asked:
+        return True, "compiled (--compile)"
+    if run.device.type != "cpu":  # Inductor's code for it is untested here
+        return (
+            False,
+            "reference loop (the fast path is measured on the CPU only; --compile: try it)",
+        )
+    steps = (run.settings.epochs - run.epoch) * math.ceil(
+        len(run.data.train) / run.settings.batch_size
+    )
+    if run.options.time_budget:  # the compile would take its seconds out of the budget
+        return False, "reference loop (--time-budget counts the compile; --compile to force it)"
+    if run.options.dry_run or steps < AUTO_STEPS:
+        return False, (
+            f"reference loop ({steps:,} SGD steps do not earn the compile; --compile to force it)"
+        )
+    return True, f"compiled ({steps:,} SGD steps earn the compile; --no-compile for the reference)"
 
 
-def epoch_function(run: Run) -> Callable[[Sequence[Tensor]], None]:
-    """``train_one_epoch`` for ``run``, compiled: batches -> None, calling ``run.finish_step``
-    once per step (after each call of up to 16 steps)."""
+def epoch_function(
+    run: Run, reference_epoch: Callable[[Sequence[Tensor]], None], out: IO[str]
+) -> Callable[[Tensor], None]:
+    """The fast path's epoch: order (this epoch's examples not yet trained on, in SGD's order)
+    -> None. Its full mini-batches take compiled calls of up to STEPS_PER_CALL steps, after each
+    of which ``run.finish_steps`` counts, checks and logs them; a smaller last batch takes
+    ``reference_epoch`` (the reference loop, with ``optimizer.step()``).
+
+    The first call compiles. Should compiling fail (no C++ compiler, a PyTorch limitation), a
+    run that left the choice to gd_torch says so on ``out`` and takes the reference loop from
+    there on, the weights untouched (a compile fails before any step runs); with --compile it
+    is an error."""
     group = plain_sgd_group(run.optimizer)
-    whole_steps = _whole_steps(run.settings.engine)
-    split, network = run.data.train, run.network
-    inputs = split.images if split.pixels is None else split.pixels  # 4x fewer bytes to gather
-    learning_rate = torch.tensor(0.0, device=run.device, dtype=run.settings.torch_dtype)
+    epoch_steps = _compiled_epoch_steps(run.settings.engine)
+    split, network, batch_size = run.data.train, run.network, run.settings.batch_size
+    device, dtype = run.device, run.settings.torch_dtype
+    full_batches = len(split) // batch_size
+    # one shape for every epoch, resumed ones too: the graph depends on it, not on the steps left
+    batches = torch.zeros(full_batches, batch_size, dtype=torch.int64, device=device)
+    batch_costs = torch.zeros(full_batches, device=device, dtype=dtype)
+    gradient_norms = torch.zeros_like(batch_costs)
+    learning_rate = torch.tensor(0.0, device=device, dtype=dtype)
+    compiled_once = False
 
     @torch.no_grad()
-    def train_one_epoch(batches: Sequence[Tensor]) -> None:
+    def train_one_epoch(order: Tensor) -> None:
+        nonlocal epoch_steps, compiled_once
+        if epoch_steps is None:  # compiling failed: the reference loop, from then on
+            reference_epoch(order.split(batch_size))
+            return
         learning_rate.fill_(group["lr"])  # η of this epoch (a tensor: no recompiling)
-        for chunk in chunks(batches, STEPS_PER_CALL):
-            gradients, batch_costs, norms = whole_steps(
-                network,
-                inputs,
-                split.targets,
-                chunk.to(run.device, non_blocking=True),
-                run.settings.cost,
-                learning_rate,
-                group["weight_decay"],
-            )
+        steps = len(order) // batch_size
+        batches[:steps] = order[: steps * batch_size].view(steps, batch_size)
+        for start in range(0, steps, STEPS_PER_CALL):
+            stop = min(start + STEPS_PER_CALL, steps)
+            try:
+                gradients = epoch_steps(
+                    network,
+                    split.images,
+                    split.targets,
+                    batches,
+                    torch.tensor(start, device=device),
+                    torch.tensor(stop, device=device),
+                    batch_costs,
+                    gradient_norms,
+                    run.settings.cost,
+                    learning_rate,
+                    group["weight_decay"],
+                )
+            except Exception as failure:  # any failure to compile: see the docstring
+                if compiled_once or isinstance(failure, GdTorchError):
+                    raise
+                _compile_failed(run, failure, out)  # raises under --compile
+                epoch_steps = None
+                reference_epoch(order.split(batch_size))
+                return
+            compiled_once = True
             for parameter, gradient in zip(group["params"], gradients):
                 parameter.grad = gradient
-            stop = False
-            for batch_cost, norm in zip(batch_costs, norms):  # every step of the call is counted
-                stop = run.finish_step(batch_cost, norm) or stop
-            if stop:
+            if run.finish_steps(batch_costs[start:stop], gradient_norms[start:stop]):
                 return
+        if len(order) > steps * batch_size:
+            reference_epoch([order[steps * batch_size :]])
 
     return train_one_epoch
 
 
-def whole_steps_function(engine: str):
-    """The steps that --compile compiles, as a plain function: for each mini-batch, gather, the
-    engine's gradient pass, update."""
+def _compile_failed(run: Run, failure: Exception, out: IO[str]) -> None:
+    """--compile: a one-line error; left to choose: a banner line, and the reference loop."""
+    first_line = (str(failure).strip().splitlines() or [""])[0]
+    reason = f"{type(failure).__name__}: {first_line}"
+    if run.options.compile:
+        raise GdTorchError(
+            f"--compile: the fast path failed to compile ({reason}); train with --no-compile"
+        ) from failure
+    print(
+        f"SGD steps: reference loop after all (the fast path failed to compile: {reason})",
+        file=out,
+        flush=True,
+    )
+
+
+def epoch_steps_function(engine: str):
+    """The steps that the fast path compiles, as a plain function: for each mini-batch, gather,
+    the engine's gradient pass, update."""
     gradient_pass = GRADIENT_PASSES[engine]
 
-    def whole_steps(network, inputs, targets, chunk, convention, learning_rate, weight_decay):
-        """``inputs``: the images as activations (N, 784), or as uint8 pixels, made activations
-        after the gather."""
+    def epoch_steps(
+        network,
+        images,
+        targets,
+        batches,
+        start,
+        stop,
+        batch_costs,
+        gradient_norms,
+        convention,
+        learning_rate,
+        weight_decay,
+    ):
+        """Steps start, ..., stop - 1 (0-d tensors) on the mini-batches ``batches[i]`` (rows of
+        example indices); writes each one's C and ‖∇C‖ into ``batch_costs[i]`` and
+        ``gradient_norms[i]``, and returns the last one's gradients."""
         parameters = list(network.parameters())
-        batch_costs, gradient_norms = [], []
-        for indices in chunk.unbind():  # unrolled into the graph: one step per mini-batch
-            images = inputs.index_select(0, indices)
-            if images.dtype == torch.uint8:
-                images = activations(images, targets.dtype)  # as Split.images holds them
+
+        def step(i, *_):
+            indices = batches.index_select(0, i.view(1)).squeeze(0)  # mini-batch i, (B,)
             layer_gradients, batch_cost = gradient_pass(
-                network, images, targets.index_select(0, indices), convention
+                network,
+                images.index_select(0, indices),
+                targets.index_select(0, indices),
+                convention,
             )
-            gradients = [
-                gradient for pair in layer_gradients for gradient in pair
-            ]  # ∂C/∂W^1, ∂C/∂b^1, ...
+            gradients = [gradient for pair in layer_gradients for gradient in pair]  # ∂C/∂W^1, ...
             sgd(
                 parameters,
                 gradients,
@@ -164,18 +259,53 @@ def whole_steps_function(engine: str):
                 dampening=0.0,
                 nesterov=False,
                 maximize=False,
-            )  # SGD.step()'s update
-            batch_costs.append(batch_cost)
-            gradient_norms.append(gradient_norm(gradients))
-        return gradients, torch.stack(batch_costs), torch.stack(gradient_norms)
+            )  # SGD.step()'s update, in place
+            batch_costs.index_put_((i.view(1),), batch_cost.view(1))
+            gradient_norms.index_put_((i.view(1),), gradient_norm(gradients).view(1))
+            return (i + 1, *gradients)
 
-    return whole_steps
+        zeros = [torch.zeros_like(parameter) for parameter in parameters]
+        _, *gradients = torch.while_loop(lambda i, *_: i < stop, step, (start, *zeros))
+        return gradients
+
+    return epoch_steps
+
+
+def _inline_product(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for (M, K) and (K, N) as Σ_k a_mk b_kn: a reduction that Inductor writes itself."""
+    return (a.unsqueeze(-1) * b.unsqueeze(0)).sum(-2)
+
+
+def _inlined(a: Tensor, b: Tensor) -> bool:
+    return a.device.type == "cpu" and a.shape[0] * a.shape[1] * b.shape[1] <= INLINE_PRODUCT_LIMIT
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    return _inline_product(a, b) if _inlined(a, b) else NotImplemented
+
+
+def _addmm(bias: Tensor, a: Tensor, b: Tensor, *, beta=1, alpha=1) -> Tensor:
+    return bias * beta + alpha * _inline_product(a, b) if _inlined(a, b) else NotImplemented
+
+
+def _inductor(graph, example_inputs):
+    """Inductor, with the small products inlined, and the code that calls the kernels (and runs
+    the while loop) in C++: ``cpp_wrapper``."""
+    decompositions = select_decomp_table() | {
+        torch.ops.aten.mm.default: _mm,
+        torch.ops.aten.addmm.default: _addmm,
+    }
+    return compile_fx(
+        graph,
+        example_inputs,
+        config_patches={"cpp_wrapper": True},
+        decompositions=decompositions,
+    )
 
 
 @functools.cache  # one compiled function per engine, reused by every run in the process
-def _whole_steps(engine: str):
+def _compiled_epoch_steps(engine: str):
     # It compiles to one graph (tests/test_compile.py checks). Not fullgraph=True: past
     # torch._dynamo's recompile limit (8 network, batch or setting shapes in one process) that
-    # would raise, where this falls back to eager steps. cpp_wrapper: the code that calls the
-    # few hundred kernels of 16 steps is C++, not Python (-11% per step at batch 100, -25% at 10).
-    return torch.compile(whole_steps_function(engine), dynamic=False, options={"cpp_wrapper": True})
+    # would raise, where this falls back to eager steps.
+    return torch.compile(epoch_steps_function(engine), backend=_inductor, dynamic=False)

@@ -108,6 +108,12 @@ def load_mnist(root: str, download: bool = True, validation_size: int = 0) -> Mn
     return Mnist(train[:keep], test, train[keep:])
 
 
+def shuffled_order(num_examples: int, generator: torch.Generator) -> Tensor:
+    """One epoch of SGD: a fresh random order of all examples (indices), the order the
+    epoch's mini-batches take them in."""
+    return torch.randperm(num_examples, generator=generator)
+
+
 def shuffled_batches(
     num_examples: int, batch_size: int, generator: torch.Generator
 ) -> tuple[Tensor, ...]:
@@ -116,4 +122,4 @@ def shuffled_batches(
     Every example is visited exactly once; the last batch is smaller when batch_size does not
     divide num_examples.
     """
-    return torch.randperm(num_examples, generator=generator).split(batch_size)
+    return shuffled_order(num_examples, generator).split(batch_size)

@@ -13,7 +13,7 @@ every sigmoid is saturated, and TensorBoard's histograms stop at ±1e20 anyway.
 
 What is checked, and how often, is a matter of cost:
 the batch cost is a scalar the step computes anyway, so every step's is checked on the CPU
-(with --compile after each call of 16 steps, naming the first bad one), but only every
+(on the compiled fast path all of a call's at once, naming the first bad one), but only every
 --log-every steps on an accelerator, where reading it forces a device sync (the
 logging pays one at those steps anyway). A NaN gradient gives NaN weights, whose
 cost is NaN in the very next step. But weights can also grow to ±inf while the saturated
@@ -102,10 +102,23 @@ class RunGuard:
         the module docstring for what is checked when."""
         if step % self.cost_every == 0 and not math.isfinite(batch_cost):
             raise self._diverged(f"the batch cost is {batch_cost.item()}", step)
-        if step % self.log_every == 0 and not _all_sane(network.parameters()):
+        self.check_weights(step - 1, step, network)
+
+    def check_weights(self, before: int, after: int, network: Network) -> None:
+        """After steps before + 1, ..., after: the weights, when a multiple of --log-every is among
+        them (for a compiled call of many steps, the weights after its last)."""
+        due = after // self.log_every * self.log_every
+        if due > before and not _all_sane(network.parameters()):
             raise self._diverged(
-                f"some weights or biases are not finite or beyond ±{LARGEST_WEIGHT:g}", step
+                f"some weights or biases are not finite or beyond ±{LARGEST_WEIGHT:g}", due
             )
+
+    @staticmethod
+    def finite_steps(batch_costs: Tensor) -> int:
+        """How many of these consecutive steps' costs are finite before the first that is not
+        (all of them, normally): one check for a whole compiled call."""
+        finite = torch.isfinite(batch_costs)
+        return len(finite) if bool(finite.all()) else int(finite.int().argmin())
 
     def check_epoch(self, step: int, train_cost: float, network: Network) -> None:
         """Before an epoch's checkpoint: the cost over the whole training set, every weight, bias

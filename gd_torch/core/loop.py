@@ -7,12 +7,14 @@
 
 ``train_one_epoch`` is the reference loop, as pytorch/examples and Nielsen's
 ``update_mini_batch`` write it. ``train`` runs it epoch after epoch, with evaluation,
-checkpoints, stopping and callbacks; with --compile it runs the same steps through the fast
-path instead (gd_torch.core.compiled), chosen once when the run starts.
+checkpoints, stopping and callbacks; a run long enough to earn the compile (or --compile) runs
+the same steps through the fast path instead (gd_torch.core.compiled), chosen once when the run
+starts.
 """
 
 import functools
 import io
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from gd_torch.core import compiled, distributed
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
-from gd_torch.core.data import Mnist, Split, load_mnist, shuffled_batches
+from gd_torch.core.data import Mnist, Split, load_mnist, shuffled_order
 from gd_torch.core.engines import ENGINES
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import evaluate, measure
@@ -69,20 +71,35 @@ def train_one_epoch(
 
 
 def epoch_function(
-    run: Run, compute_gradients=ENGINES["manual"]
-) -> Callable[[Sequence[Tensor]], None]:
-    """batches -> None: the epoch of SGD steps this run takes, chosen once when it starts."""
-    if run.options.compile:  # the fast path: the same steps, 16 to one compiled call
-        return compiled.epoch_function(run)
-    return functools.partial(
+    run: Run,
+    compute_gradients=ENGINES["manual"],
+    fast: bool | None = None,
+    out: IO[str] | None = None,
+) -> Callable[[Tensor], None]:
+    """order -> None: the epoch of SGD steps this run takes, chosen once when it starts, over
+    the epoch's examples not yet trained on, in the order SGD takes them. ``fast``: the compiled
+    fast path (default: as ``compiled.choose`` says), which says on ``out`` if it falls back."""
+    reference = functools.partial(
         train_one_epoch,
         run.network,
         run.optimizer,
-        run.data.train,  # the reference
+        run.data.train,
         compute_gradients=compute_gradients,
         cost=run.settings.cost,
         finish_step=run.finish_step,
     )
+    if fast is None:
+        fast = compiled.choose(run)[0]
+    if fast:  # the same steps, up to a thousand to a compiled call
+        return compiled.epoch_function(run, reference, out or sys.stdout)
+    return lambda order: reference(batches(order, run.settings.batch_size))
+
+
+def batches(order: Tensor, batch_size: int) -> Sequence[Tensor]:
+    """The epoch's mini-batches of indices, in SGD's ``order``; under torchrun, this rank's
+    shard of each (the examples it gathers; ∇C is all-reduced to the whole batch's)."""
+    mini_batches = order.split(batch_size)
+    return distributed.shard(mini_batches) if distributed.world_size() > 1 else mini_batches
 
 
 @dataclass
@@ -270,12 +287,13 @@ def train(
         history=done.history,
     )
     best_by = run.best_by
-    run_epoch = epoch_function(run, compute_gradients)
+    fast, steps_taken_by = compiled.choose(run)
+    run_epoch = epoch_function(run, compute_gradients, fast, out)
     print(
         f"gd-torch train: {'-'.join(map(str, settings.layer_sizes))} network, "
         f"{sum(p.numel() for p in network.parameters()):,} weights and biases, "
         f"{len(data.train):,} training images, device {device}, run {run_dir or '(none written)'}\n"
-        f"{describe(settings, options)}",
+        f"{describe(settings, options)}\nSGD steps: {steps_taken_by}",
         file=out,
         flush=True,
     )
@@ -313,14 +331,13 @@ def train(
                 run.epoch = guard.epoch = epoch
                 set_learning_rate(optimizer, settings, epoch)
                 order_state = order_generator.get_state()  # what a mid-epoch checkpoint needs
-                batches = shuffled_batches(len(data.train), settings.batch_size, order_generator)[
-                    skip:
+                order = shuffled_order(len(data.train), order_generator)[
+                    skip * settings.batch_size :
                 ]
-                if distributed.world_size() > 1:  # this rank gathers its shard of each batch
-                    batches = distributed.shard(batches)
-                epoch_start, run.batches, skip = run.step - skip, len(batches), 0
+                epoch_start, skip = run.step - skip, 0
+                run.batches = math.ceil(len(order) / settings.batch_size)
                 run.notify("on_epoch_start")
-                run_epoch(batches)
+                run_epoch(order)
                 sgd_seconds += time.perf_counter() - started
                 if run.should_stop():  # Ctrl-C, SIGTERM or a callback, mid-epoch
                     save("last.pt", epoch - 1, order_state, run.step - epoch_start)

@@ -9,8 +9,9 @@
 
 Callbacks run on every rank under torchrun (only rank 0 has a ``run_dir``). A stop asked for
 in ``on_step_end`` takes effect after that step (under torchrun: at the next multiple of
---log-every, where the ranks agree); with --compile the step callbacks of a compiled call run
-after its 16 steps, one per step, while the network already holds the weights after the last.
+--log-every, where the ranks agree); on the compiled fast path the step callbacks of a call run
+after its steps (up to 1,000), one per step, while the network already holds the weights after
+the last, and a stop takes effect after the call.
 """
 
 from dataclasses import dataclass, field
@@ -63,11 +64,14 @@ class Run:
     step: int = 0  # SGD steps taken
     first_step: int = 0  # the step this process started from: > 0 when resumed
     batches: int = 0  # mini-batches in this epoch (fewer when resumed mid-epoch)
-    batch_cost: Tensor | None = None  # the last step's mini-batch cost C, before its update
     history: list[dict] = field(default_factory=list)  # one dict of metrics per finished epoch
     stop_reason: str | None = None
     outcome: str = "running"
-    _gradient_norm: Tensor | None = None
+    # the mini-batch costs C of the last call's steps, () for one step or (n,) for a compiled
+    # call, their ‖∇C‖ when the fast path gave them, and which of them is run.step's
+    _batch_costs: Tensor | None = None
+    _gradient_norms: Tensor | None = None
+    _index: int = 0
 
     @property
     def metrics(self) -> dict:
@@ -84,24 +88,49 @@ class Run:
     def resumed(self) -> bool:
         return self.first_step > 0
 
+    @property
+    def batch_cost(self) -> Tensor | None:
+        """The last step's mini-batch cost C (a 0-d tensor), before its update."""
+        return _pick(self._batch_costs, self._index)
+
     def gradient_norm(self) -> Tensor:
         """‖∇C‖ of the last step: from the fast path when it gave one, else from each .grad."""
-        if self._gradient_norm is not None:
-            return self._gradient_norm
+        if self._gradient_norms is not None:
+            return _pick(self._gradient_norms, self._index)
         return gradient_norm([p.grad for p in self.network.parameters() if p.grad is not None])
 
     def stop(self, reason: str = "a callback asked to stop") -> None:
         """End the run cleanly after this step (or epoch), with a resumable checkpoint."""
         self.stop_reason = self.stop_reason or reason
 
-    def finish_step(self, batch_cost: Tensor, gradient_norm: Tensor | None = None) -> bool:
+    def finish_step(self, batch_cost: Tensor) -> bool:
         """Count the step, check it, run the step callbacks; True when the run should stop."""
         self.step += 1
-        self.batch_cost, self._gradient_norm = batch_cost, gradient_norm
+        self._batch_costs, self._gradient_norms, self._index = batch_cost, None, 0
         self.guard.check_step(self.step, batch_cost, self.network)  # NaN or inf: raises Diverged
         for callback in self.callbacks:
             callback.on_step_end(self)
         return self.should_stop(every=self.options.log_every)
+
+    def finish_steps(self, batch_costs: Tensor, gradient_norms: Tensor) -> bool:
+        """``finish_step`` for the n steps of one compiled call, given their costs and ‖∇C‖ (n,),
+        at a fraction of n calls' cost: the costs are checked at once, and each step callback is
+        called once per step, reading its step's cost and norm only when it asks for them."""
+        self._batch_costs, self._gradient_norms = batch_costs, gradient_norms
+        first_step = self.step
+        finite = self.guard.finite_steps(batch_costs)  # all of them, unless the run diverged
+        if self.callbacks:
+            for self._index in range(finite):
+                self.step += 1
+                for callback in self.callbacks:
+                    callback.on_step_end(self)
+        else:
+            self.step += finite
+        if finite < len(batch_costs):
+            self.step, self._index = self.step + 1, finite
+            self.guard.check_step(self.step, self.batch_cost, self.network)  # raises Diverged
+        self.guard.check_weights(first_step, self.step, self.network)
+        return self.should_stop()
 
     def should_stop(self, every: int = 1) -> bool:
         """A signal or a callback asked to stop. Under torchrun the ranks agree, every ``every``
@@ -114,6 +143,12 @@ class Run:
     def notify(self, event: str) -> None:
         for callback in self.callbacks:
             getattr(callback, event)(self)
+
+
+def _pick(values: Tensor | None, index: int) -> Tensor | None:
+    """The value of one step: a 0-d tensor as it is, else element ``index`` (made on demand: a
+    view of each of a call's thousand costs would cost more than the loop that reads them)."""
+    return values if values is None or values.dim() == 0 else values[index]
 
 
 def gradient_norm(gradients: list[Tensor]) -> Tensor:

@@ -39,11 +39,13 @@ def _option(
     help: str = "",
     choices=None,
     default_factory: Any = dataclasses.MISSING,
+    none: str = "None",
 ) -> Any:
+    """A field; ``none`` is how its value None reads in the help and the banner."""
     return field(
         default=default,
         default_factory=default_factory,
-        metadata={"help": help, "choices": choices},
+        metadata={"help": help, "choices": choices, "none": none},
     )
 
 
@@ -199,10 +201,12 @@ class RunOptions:
     threads: int = _option(
         1, "CPU threads for PyTorch; 1 is fastest for this small net and survives a busy machine"
     )
-    compile: bool = _option(
-        False,
-        "the fast path: the same SGD steps, 16 to one torch.compile "
-        "graph (seconds of compiling first; see README, Performance)",
+    compile: bool | None = _option(
+        None,
+        "the fast path: the same SGD steps, a thousand to one compiled call (seconds of "
+        "compiling first; see README, Performance); auto: on the CPU, for plain SGD runs of "
+        "100,000 steps or more without --time-budget; the banner says which",
+        none="auto",
     )
     runs_dir: str | None = _option(
         "runs",
@@ -270,6 +274,7 @@ class RunOptions:
             "a plain name (no / or ..)",
         )
         _require(self.device in DEVICE_NAMES, "device", "one of " + ", ".join(DEVICE_NAMES))
+        _require(self.compile in (None, True, False), "compile", "true, false or None (auto)")
 
 
 Config = TypeVar("Config", TrainingSettings, RunOptions)
@@ -300,9 +305,14 @@ def describe(settings: TrainingSettings, options: RunOptions) -> str:
     for heading, config in (("training settings", settings), ("run options", options)):
         lines.append(f"{heading}:")
         lines += [
-            f"  {f.name:<{width}} : {getattr(config, f.name)}" for f in dataclasses.fields(config)
+            f"  {f.name:<{width}} : {_shown(getattr(config, f.name), f)}"
+            for f in dataclasses.fields(config)
         ]
     return "\n".join(lines)
+
+
+def _shown(value, f: dataclasses.Field) -> str:
+    return f.metadata["none"] if value is None else str(value)
 
 
 def _is_int(value) -> bool:
@@ -333,10 +343,10 @@ def add_arguments(parser: argparse.ArgumentParser, kind: type, title: str | None
     for f in dataclasses.fields(kind):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else _shown(default, f)
         help = f.metadata["help"] + ("" if f.name == "data_root" else f" (default: {shown})")
         options = dict(dest=f.name, default=argparse.SUPPRESS, help=help)
-        if f.type is bool:
+        if f.type in (bool, bool | None):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         elif f.type == tuple[int, ...]:
             group.add_argument(flag, type=int, nargs="+", metavar="N", **options)

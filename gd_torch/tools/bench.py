@@ -2,6 +2,7 @@
 
     gd-torch bench                          # the table: CPU (and CUDA when present), 1 thread
     gd-torch bench --json > bench.json      # the same numbers as JSON, to track over time
+    gd-torch bench --no-end-to-end          # the epochs only, without the runs in new processes
 
 Every row is one pass of SGD over the training set (60,000 images), timed with the same epoch
 that ``gd-torch train`` runs (``epoch_function``: the reference loop, or the compiled one), with
@@ -23,6 +24,11 @@ its own and amortised over the run: the histograms (every other epoch), the imag
 network at step 0 with its histograms and images; the PR curves and the projector). The
 difference between epochs with and without the log would drown in this machine's noise
 (epochs vary by ±30%).
+
+After the epochs, on the CPU, the figures of a run as a user lives it, each in new processes
+(gd_torch.tools.bench_run): the whole default ``gd-torch train``, first with an empty compile
+cache and again with the one it left, and the fast path's compile per engine and batch size,
+cold and cached; in seconds and in floor-epochs (seconds ÷ the floor's seconds per epoch).
 """
 
 import json
@@ -40,11 +46,11 @@ import torch
 from torch import nn
 
 from gd_torch.core.cost import one_hot
-from gd_torch.core.data import Mnist, shuffled_batches
+from gd_torch.core.data import Mnist, shuffled_order
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import evaluate
 from gd_torch.core.guard import RunGuard
-from gd_torch.core.loop import epoch_function, prepare_data, resolve_device, seeded_generators, sgd
+from gd_torch.core.loop import prepare_data, resolve_device, sgd
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run
 from gd_torch.core.settings import RunOptions, TrainingSettings
@@ -54,6 +60,7 @@ from gd_torch.dashboard.tensorboard import (
     TrainingLog,
     histograms_due,
 )
+from gd_torch.tools import bench_run
 
 MATMUL_SIZE = 1024
 RUN_EPOCHS = TrainingSettings().epochs  # the default run, over which the rarer logging is shared
@@ -136,30 +143,13 @@ def engine_row(
 ) -> Row:
     """Our engine exactly as ``gd-torch train`` runs it: its epoch, per-step checks (and the
     TensorBoard callback at its defaults, images aside: they have their own row)."""
-    settings = TrainingSettings(engine=engine, batch_size=batch_size)
-    options = RunOptions(data_root="", compile=compile, image_every=0)
-    init_generator, order_generator = seeded_generators(settings.seed)
-    network = Network(settings.layer_sizes, settings.init, init_generator).to(device)
-    optimizer = sgd(settings)(network)
     log = CountedTensorBoard() if log_dir else None
-    guard = RunGuard(settings, options.log_every, device, None)
-    run = Run(
-        settings,
-        options,
-        network,
-        optimizer,
-        data,
-        device,
-        log_dir and Path(log_dir),
-        guard,
-        [log] if log else [],
-        epoch=1,
+    run, run_epoch, order_generator = bench_run.prepared_run(
+        engine, batch_size, data, device, compile, log, log_dir
     )
-    run.notify("on_run_start")
-    run_epoch = epoch_function(run)
 
     def epoch() -> None:
-        run_epoch(shuffled_batches(len(data.train), batch_size, order_generator))
+        run_epoch(shuffled_order(len(data.train), order_generator))
         run.history = [{"seconds": 0.0, "test_accuracy": 0.0}]
         run.notify("on_epoch_end")  # the per-epoch scalars of a real run (epoch 1: no histograms)
 
@@ -397,6 +387,26 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def end_to_end_table(rows: list[dict]) -> str:
+    lines = [
+        "\nend to end on the CPU, each in a new process (gd_torch/tools/bench_run.py):",
+        f"{'':44}{'batch':>6}{'seconds':>10}{'floor-epochs':>14}",
+    ]
+    for row in rows:
+        if "test_accuracy" in row:
+            accuracy = row["test_accuracy"]
+            note = f"  (CPU {row['cpu_seconds']:.1f} s) "
+            note += f"{100 * accuracy:.2f}%, " if accuracy is not None else ""
+            note += row["sgd_steps"].split(" (")[0]
+        else:
+            note = f"  (first call {row['first_call']:.1f} s, its steps {row['steps']:.2f} s)"
+        lines.append(
+            f"{row['name']:<44}{row['batch_size']:>6}{row['seconds']:>10.1f}"
+            f"{row['floor_epochs']:>14,.0f}{note}"
+        )
+    return "\n".join(lines)
+
+
 def run_bench(
     data_root: str,
     download: bool = True,
@@ -408,8 +418,11 @@ def run_bench(
     as_json: bool = False,
     out=sys.stdout,
     compile: bool = True,
+    end_to_end: bool = True,
 ) -> dict:
-    """Time every row on every device, print the table (or JSON) to ``out``; returns the report."""
+    """Time every row on every device, print the table (or JSON) to ``out``; returns the report.
+    ``end_to_end`` (with the CPU among the devices): also the whole default run and the compile
+    of each engine at each batch size, in new processes (gd_torch.tools.bench_run)."""
     if repeats < 1 or threads < 1 or tutorial_examples < 1:
         raise GdTorchError("--repeats, --threads and --tutorial-examples must be positive integers")
     torch.set_num_threads(threads)
@@ -449,6 +462,17 @@ def run_bench(
                     compile,
                 )
             )
+    cpu = [device for device in report["devices"] if device["device"] == "cpu"]
+    if end_to_end and cpu:
+        report["end_to_end"] = bench_run.end_to_end(
+            data_root,
+            download,
+            threads,
+            list(batch_sizes),
+            cpu[0]["floor_seconds_per_epoch"],
+            compile,
+            progress,
+        )
     report["load_average_after"] = os.getloadavg()[0]
     if as_json:
         print(json.dumps(report, indent=2), file=out)
@@ -463,4 +487,6 @@ def run_bench(
         )
         for device_report in report["devices"]:
             print(table(device_report), file=out)
+        if "end_to_end" in report:
+            print(end_to_end_table(report["end_to_end"]), file=out)
     return report

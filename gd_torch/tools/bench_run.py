@@ -1,0 +1,200 @@
+"""A run as a user lives it, each figure in new processes (``gd-torch bench`` prints them after
+the epochs, in seconds and in floor-epochs: seconds ÷ the floor's seconds per epoch):
+
+    whole default run, first     ``gd-torch train`` with its defaults (60 epochs at batch 10, the
+                                 fast path chosen automatically), from the command to its last
+                                 line, evaluation, logging and checkpoints included, in a new
+                                 process with an empty compile cache: it pays every compile, and
+                                 Inductor's once-per-machine work too
+    whole default run, again     the same in a second new process, with the cache the first left:
+                                 every later run of the same network and batch size
+    compile <engine>, batch B    the fast path's first call of STEPS_PER_CALL steps less its
+                                 second call (so: the compile alone), in a new process, with an
+                                 empty cache (cold) and then with the cache it left (cached)
+
+Each figure takes a new temporary TORCHINDUCTOR_CACHE_DIR, so that what the user's own cache
+holds cannot make it look faster than a first run.
+"""
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from gd_torch.core.compiled import STEPS_PER_CALL
+from gd_torch.core.data import Mnist, shuffled_order
+from gd_torch.core.guard import RunGuard
+from gd_torch.core.loop import epoch_function, prepare_data, seeded_generators, sgd
+from gd_torch.core.model import Network
+from gd_torch.core.run import Run
+from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.dashboard.tensorboard import TensorBoard
+
+COMPILED_ENGINES = ("manual", "autograd")
+FINAL_LINE = re.compile(r"final test accuracy (\d+\.\d+)%")
+
+
+def new_process(arguments: list[str], cache_dir: str) -> tuple[float, float, str]:
+    """(seconds from the start of ``python -m <arguments>`` to its end, the CPU seconds it and
+    the processes it waited for took, what it printed). The CPU seconds are what a busy machine
+    inflates least."""
+    environment = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache_dir}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    finished = subprocess.run(
+        [sys.executable, "-m", *arguments], capture_output=True, text=True, env=environment
+    )
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    if finished.returncode:
+        last_lines = "\n".join(finished.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"python -m {' '.join(arguments)} failed:\n{last_lines}")
+    return seconds, cpu_seconds, finished.stdout
+
+
+def whole_runs(data_root: str, download: bool, threads: int, progress) -> list[dict]:
+    """The default ``gd-torch train`` on the CPU twice, in two new processes sharing one new
+    compile cache."""
+    rows = []
+    with tempfile.TemporaryDirectory() as cache_dir, tempfile.TemporaryDirectory() as runs_dir:
+        for name in ("whole default run, first", "whole default run, again"):
+            progress(f"{name} (gd-torch train in a new process)")
+            seconds, cpu_seconds, printed = new_process(
+                [
+                    "gd_torch",
+                    "train",
+                    "--data-root",
+                    data_root,
+                    "--download" if download else "--no-download",
+                    "--runs-dir",
+                    runs_dir,
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    str(threads),
+                ],
+                cache_dir,
+            )
+            accuracy = FINAL_LINE.search(printed)
+            # the banner's, or the line after it when compiling failed
+            steps = [line for line in printed.splitlines() if line.startswith("SGD steps:")][-1]
+            rows.append(
+                {
+                    "name": name,
+                    "batch_size": 10,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "test_accuracy": float(accuracy.group(1)) / 100 if accuracy else None,
+                    "sgd_steps": steps.removeprefix("SGD steps: "),
+                }
+            )
+    return rows
+
+
+def compile_rows(
+    data_root: str, download: bool, threads: int, batch_sizes: list[int], progress
+) -> list[dict]:
+    """For each engine and batch size: the fast path's compile, cold and then cached."""
+    rows = []
+    for batch_size in batch_sizes:
+        for engine in COMPILED_ENGINES:
+            with tempfile.TemporaryDirectory() as cache_dir:
+                for cache in ("cold", "cached"):
+                    name = f"compile {engine}, {cache}"
+                    progress(f"{name}, batch {batch_size} (a new process)")
+                    *_, printed = new_process(
+                        [
+                            "gd_torch.tools.bench_run",
+                            engine,
+                            str(batch_size),
+                            data_root,
+                            str(download),
+                            str(threads),
+                        ],
+                        cache_dir,
+                    )
+                    measured = json.loads(printed.splitlines()[-1])
+                    rows.append({"name": name, "batch_size": batch_size} | measured)
+    return rows
+
+
+def end_to_end(
+    data_root: str,
+    download: bool,
+    threads: int,
+    batch_sizes: list[int],
+    floor_seconds_per_epoch: float,
+    compile: bool,
+    progress,
+) -> list[dict]:
+    """The whole runs, and (with ``compile``) the compile rows, each with its floor-epochs."""
+    rows = whole_runs(data_root, download, threads, progress)
+    if compile:
+        rows += compile_rows(data_root, download, threads, batch_sizes, progress)
+    return [row | {"floor_epochs": row["seconds"] / floor_seconds_per_epoch} for row in rows]
+
+
+def prepared_run(
+    engine: str,
+    batch_size: int,
+    data: Mnist,
+    device: torch.device,
+    compile: bool = False,
+    log: TensorBoard | None = None,
+    log_dir: str | None = None,
+) -> tuple[Run, Callable[[torch.Tensor], None], torch.Generator]:
+    """The default run's state at ``batch_size`` as ``gd-torch train`` prepares it, with its epoch
+    (the reference loop, or the compiled one with ``compile``) and the generator of its orders."""
+    settings = TrainingSettings(engine=engine, batch_size=batch_size)
+    options = RunOptions(data_root="", compile=compile, image_every=0)
+    init_generator, order_generator = seeded_generators(settings.seed)
+    network = Network(settings.layer_sizes, settings.init, init_generator).to(device)
+    optimizer = sgd(settings)(network)
+    guard = RunGuard(settings, options.log_every, device, None)
+    run = Run(
+        settings,
+        options,
+        network,
+        optimizer,
+        data,
+        device,
+        log_dir and Path(log_dir),
+        guard,
+        [log] if log else [],
+        epoch=1,
+    )
+    run.notify("on_run_start")
+    return run, epoch_function(run), order_generator
+
+
+def first_call_seconds(engine: str, batch_size: int, data_root: str, download: bool) -> dict:
+    """In this process, on the CPU: the default run's fast path at ``batch_size``, its first call
+    (compile and STEPS_PER_CALL steps, or an epoch's when fewer) timed, then a second call of as
+    many steps (the steps alone); seconds = the difference, the compile."""
+    device = torch.device("cpu")
+    options = RunOptions(data_root=data_root, download=download)
+    data = prepare_data(TrainingSettings(), options, device)
+    run, run_epoch, order_generator = prepared_run(engine, batch_size, data, device, compile=True)
+    examples = min(STEPS_PER_CALL, len(data.train) // batch_size) * batch_size  # full batches
+    seconds = []
+    for _ in range(2):
+        order = shuffled_order(len(data.train), order_generator)[:examples]
+        started = time.perf_counter()
+        run_epoch(order)
+        seconds.append(time.perf_counter() - started)
+    return {"seconds": seconds[0] - seconds[1], "first_call": seconds[0], "steps": seconds[1]}
+
+
+if __name__ == "__main__":
+    engine, batch_size, data_root, download, threads = sys.argv[1:]
+    torch.set_num_threads(int(threads))
+    print(json.dumps(first_call_seconds(engine, int(batch_size), data_root, download == "True")))
