@@ -28,7 +28,7 @@ DATA = synthetic_mnist()
 
 
 def compare_dir(runs):
-    (directory,) = [path for path in runs.iterdir() if path.name.endswith("_compare")]
+    (directory,) = [path for path in runs.iterdir() if path.name.startswith("compare_")]
     return directory
 
 

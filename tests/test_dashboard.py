@@ -2,6 +2,7 @@
 routes, served in this process (TensorBoard's own WSGI app), over a sweep of 2 learning rates x
 2 seeds and a single run on synthetic digits."""
 
+import dataclasses
 import io
 import json
 import re
@@ -287,6 +288,24 @@ def test_names_lead_with_what_differs_and_sort_by_seed():
     assert sorted(group_labels(group)) == ["s00", "s02", "s10"]
     changed = TrainingSettings(batch_size=100, hidden_sizes=(30,), seed=2, nesterov=False)
     assert label(changed, single_run_names(changed)) == "h30_lr3_b100_s2"
+
+
+def test_every_training_setting_changed_alone_gives_its_own_name():
+    """A setting added to TrainingSettings must get a tag: a run that changes it is named by it,
+    and no two such runs share a name (Nesterov needs a momentum beside it)."""
+    values = dict(
+        hidden_sizes=(30,), init="pytorch", cost="cross-entropy", engine="autograd",
+        learning_rate=0.5, momentum=0.9, nesterov=True, weight_decay=1e-4,
+        weight_decay_on="weights", lr_schedule="constant", epochs=2, batch_size=100, seed=3,
+        validation_size=1000, dtype="float64", train_size=100, label_noise=0.5, data_seed=4,
+    )  # fmt: skip
+    assert set(values) == {field.name for field in dataclasses.fields(TrainingSettings)}
+    runs = [
+        TrainingSettings(**{name: value}, **({"momentum": 0.9} if name == "nesterov" else {}))
+        for name, value in values.items()
+    ]
+    names = [label(settings, single_run_names(settings)) for settings in runs]
+    assert len(set(names)) == len(names)
 
 
 def test_histograms_stay_within_what_tensorboard_shows():

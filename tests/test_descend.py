@@ -62,7 +62,7 @@ def test_gradient_descent_is_plain_full_batch_descent(walked):
     network = Network(init="nielsen-improved", generator=seeded_generators(0)[0])
     for _ in range(STEPS):
         network.zero_grad()
-        cost(network(images), targets).backward()
+        cost(network(images, weighted_output=True), targets).backward()
         with torch.no_grad():
             for parameter in network.parameters():
                 parameter -= 3.0 * parameter.grad
@@ -74,7 +74,9 @@ def test_gradient_descent_is_plain_full_batch_descent(walked):
         atol=1e-5,
     )
     reached = descents[0].at(STEPS)[0].cost
-    assert reached == pytest.approx(cost(network(images), targets).item(), rel=1e-4)
+    assert reached == pytest.approx(
+        cost(network(images, weighted_output=True), targets).item(), rel=1e-4
+    )
 
 
 def test_the_comparison_prints_the_costs_and_names_the_lowest(walked):

@@ -59,7 +59,9 @@ def test_each_draw_is_the_cosine_of_its_own_mini_batch_by_autograd(network, trai
     for draw in (0, 57, 199):
         indices = batches[draw]
         network.zero_grad()
-        cost(network(train.images[indices]), train.targets[indices]).backward()
+        cost(
+            network(train.images[indices], weighted_output=True), train.targets[indices]
+        ).backward()
         estimate = torch.cat([p.grad.flatten() for p in network.parameters()])
         cosine = estimate @ full / (estimate.norm() * full.norm())
         assert quality[0].cosines[draw].item() == pytest.approx(cosine.item(), rel=1e-12)

@@ -57,9 +57,10 @@ def test_missing_copies_name_each_rank_its_unfinished_copies_and_why():
     assert shards.copy_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
 
 
-def launch(*arguments, nodes=1, processes=2, rendezvous=None) -> list[str]:
+def launch(*arguments, nodes=1, processes=2, rendezvous=None, monitor=0.1) -> list[str]:
     """The torchrun command line: one machine with a fixed master, or one agent of ``nodes``
-    meeting at the c10d ``rendezvous`` endpoint."""
+    meeting at the c10d ``rendezvous`` endpoint; the agent checks its workers every ``monitor``
+    seconds (torchrun's default 0.1) and stops the others when one has died."""
     where = (
         [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rendezvous}"]
         + ["--rdzv-id=test"]
@@ -71,6 +72,7 @@ def launch(*arguments, nodes=1, processes=2, rendezvous=None) -> list[str]:
         "-m",
         "torch.distributed.run",
         f"--nproc_per_node={processes}",
+        f"--monitor-interval={monitor}",
         *where,
         *map(str, arguments),
     ]
@@ -263,7 +265,9 @@ def test_a_killed_rank_is_reported_and_the_resumed_sweep_trains_only_its_copies(
     killed. Rank 0 reports rank 1 and its copies and keeps its own; the resumed sweep (in one
     process) leaves copies 0-1 as they are and continues 2-3 from their epoch-2 checkpoints to
     what an uninterrupted sweep gives."""
-    agent = start(launch("tests/copies_script.py", fake_mnist_root, tmp_path / "runs"))
+    agent = start(
+        launch("tests/copies_script.py", fake_mnist_root, tmp_path / "runs", monitor=10)
+    )  # rank 0 has the time to report before the agent stops it, however loaded the machine
     lines = Lines(agent)
     lines.wait_for("rank 0: epoch 4/4", "rank 1: epoch 2/4")
     os.kill(worker(agent, 1), signal.SIGKILL)

@@ -35,6 +35,10 @@ SHORT_NAMES = {  # setting -> its tag in a name, from its value
     "seed": lambda seed: f"s{seed}",
     "validation_size": lambda size: f"val{size}",
     "dtype": str,
+    "weight_decay_on": lambda on: f"wd-on-{on}",
+    "train_size": lambda size: f"n{size}",
+    "label_noise": lambda noise: f"noise{_number(noise)}",
+    "data_seed": lambda seed: f"ds{seed}",
 }
 SETTING_ORDER = [f.name for f in dataclasses.fields(TrainingSettings)]
 

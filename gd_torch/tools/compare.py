@@ -3,8 +3,8 @@
     gd-torch compare --variant "--cost cross-entropy" --variant "--momentum 0.9 --learning-rate 0.3"
     gd-torch compare --seeds 0 1 2 --epochs 1 --variant "--cost cross-entropy"    # a quick look
     gd-torch compare --preset 3b1b --variants variants.toml                        # from a file
-    gd-torch compare --resume runs/<time>_compare        # continue a stopped comparison
-    tensorboard --logdir runs/<time>_compare             # every run, and the comparison's figure
+    gd-torch compare --resume runs/compare_<time>        # continue a stopped comparison
+    tensorboard --logdir runs/compare_<time>             # every run, and the comparison's figure
 
 The baseline is the default settings, or ``--preset``, with the training settings given here;
 each variant changes some of them (gd_torch.tools.variants). Every variant and the baseline are

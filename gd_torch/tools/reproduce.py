@@ -4,7 +4,7 @@ table.
     gd-torch reproduce --data-root ../shared/mnist  # default list, 5 seeds: ~18 min on 2 CPU cores
     gd-torch reproduce --configurations nielsen-30 nielsen-100 --seeds 0 1 2 \\
         --engines manual autograd
-    tensorboard --logdir runs/<time>_reproduce      # every run side by side, HPARAMS tab
+    tensorboard --logdir runs/reproduce_<time>      # every run side by side, HPARAMS tab
 
 A configuration is ``default`` (TrainingSettings' defaults, i.e. plain ``gd-torch train``), a
 preset (``gd_torch.core.presets``), or ``full-batch-gd-same-time``: full-batch gradient descent

@@ -159,7 +159,7 @@ def train_copies(
     command: str = "gd-torch sweep",
 ) -> SweepResult:
     """Train each copy of ``configs`` (the settings of one ``gd-torch train`` run each) in a new
-    sweep directory ``<runs_dir>/<time>_<name>``, or the unfinished copies of the sweep directory
+    sweep directory ``<runs_dir>/<name>_<time>``, or the unfinished copies of the sweep directory
     ``resume`` (whose sweep.json then gives the copies).
 
     Copies that share their shapes and settings (all but PER_COPY) and their progress are trained
