@@ -1,6 +1,8 @@
 """Checkpoints: atomic, complete, safe to load, kept as last.pt and best.pt."""
 
+import errno
 import io
+import os
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import gd_torch.core.loop
 from gd_torch import train
 from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, save_checkpoint
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.files import mark_run_directory
 from gd_torch.core.resume import load_resumable
 from gd_torch.core.settings import RunOptions, TrainingSettings, from_dict
 from tests.configs import split
@@ -26,19 +29,20 @@ def data():
 
 
 def test_save_replaces_atomically_and_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    mark_run_directory(tmp_path)  # replacing is allowed only in a run directory
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"epoch": 1})
     before = path.read_bytes()
 
-    def half_written_then_disk_full(state, file):
-        open(file, "wb").write(b"half a checkpoint")
-        raise OSError(28, "No space left on device")
+    def disk_full(descriptor):  # the bytes were written; the disk refuses to keep them
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", half_written_then_disk_full)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as error:
         save_checkpoint(path, {"epoch": 2})
+    assert error.value.errno == errno.ENOSPC
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".gd_torch-run", "last.pt"]
 
 
 def test_checkpoint_holds_everything_a_resume_needs(tmp_path, data):

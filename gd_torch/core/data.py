@@ -7,7 +7,16 @@ from torch import Tensor
 
 from gd_torch.core.cost import one_hot
 from gd_torch.core.errors import GdTorchError
-from gd_torch.core.mnist_files import check_files, raw_folder, where_files_go
+from gd_torch.core.mnist_files import (
+    LEGACY,
+    MNIST_FILES,
+    check_files,
+    check_loaded,
+    legacy_against_raw,
+    legacy_files,
+    raw_folder,
+    where_files_go,
+)
 
 
 def activations(pixels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -61,31 +70,50 @@ class Mnist:
     train: Split
     test: Split
     validation: Split | None = None
+    source: str = ""  # the files the digits were read from (load_mnist), for the start line
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Mnist":
         validation = None if self.validation is None else self.validation.to(device, dtype)
-        return Mnist(self.train.to(device, dtype), self.test.to(device, dtype), validation)
+        return Mnist(
+            self.train.to(device, dtype), self.test.to(device, dtype), validation, self.source
+        )
 
     def head(self, count: int) -> "Mnist":
         """The first ``count`` examples of each split (``--dry-run``)."""
         validation = None if self.validation is None else self.validation[:count]
-        return Mnist(self.train[:count], self.test[:count], validation)
+        return Mnist(self.train[:count], self.test[:count], validation, self.source)
 
 
 def _read(root: str, train: bool, download: bool) -> Split:
+    """One split as torchvision reads it (raw/, or the legacy processed/ files), checked."""
     import torchvision  # imported here: it takes a second, and most commands never need it
 
+    legacy = legacy_files(root)
+    split = "training" if train else "test"
     try:
         dataset = torchvision.datasets.MNIST(root, train=train, download=download)
+    except OSError:
+        raise  # said by the command line's one place for OS errors
     except Exception as error:
-        # torchvision raises RuntimeError, URLError, OSError, ... when it cannot get the files
+        # torchvision raises RuntimeError, URLError, ValueError, ... when it cannot get the files
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if legacy:
+            raise GdTorchError(
+                f"{legacy[not train]} ({LEGACY}) cannot be read ({detail})"
+            ) from None
         reason = (
             "could not be downloaded" if download else "is not there and --no-download was given"
         )
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise GdTorchError(
             f"MNIST {reason} ({detail}): {where_files_go(root)}, or set --data-root / GD_TORCH_DATA"
         ) from None
+    if legacy:
+        source = f"{legacy[not train]} ({LEGACY})"
+    else:
+        source = str(raw_folder(root) / MNIST_FILES[0 if train else 2].name)
+    check_loaded(dataset.data, dataset.targets, source)
+    if legacy and (problem := legacy_against_raw(root, split, dataset.data, dataset.targets)):
+        raise GdTorchError(problem)
     return Split.from_pixels(
         dataset.data.reshape(len(dataset.data), 28 * 28), dataset.targets.long()
     )
@@ -94,18 +122,27 @@ def _read(root: str, train: bool, download: bool) -> Split:
 def load_mnist(root: str, download: bool = True, validation_size: int = 0) -> Mnist:
     """The 60,000 training and 10,000 test digits; the last ``validation_size`` training images
     are held out as a validation set (Nielsen uses 10,000, leaving 50,000 to train on)."""
-    if raw_folder(root).exists() or not download:
-        check_files(root, missing_ok=download)
+    legacy = legacy_files(root)
+    missing = [file.name for file in MNIST_FILES if not (raw_folder(root) / file.name).is_file()]
+    if download and not legacy and 0 < len(missing) < len(MNIST_FILES):
+        raise GdTorchError(
+            f"{raw_folder(root)} lacks {', '.join(missing)}, and torchvision's download of MNIST "
+            "would replace the files that are there too: put the missing ones beside them, or "
+            "move the folder away"
+        )
+    if raw_folder(root).exists() or not (download or legacy):
+        check_files(root, missing_ok=download or bool(legacy))
     train, test = _read(root, True, download), _read(root, False, download)
     if validation_size >= len(train):
         raise GdTorchError(
             f"--validation-size {validation_size} leaves no training images "
             f"(there are {len(train)})"
         )
+    source = f"{legacy[0].parent} ({LEGACY})" if legacy else str(raw_folder(root))
     if validation_size == 0:
-        return Mnist(train, test)
+        return Mnist(train, test, source=source)
     keep = len(train) - validation_size
-    return Mnist(train[:keep], test, train[keep:])
+    return Mnist(train[:keep], test, train[keep:], source)
 
 
 def shuffled_batches(

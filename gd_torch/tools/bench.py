@@ -40,7 +40,14 @@ from gd_torch.core.data import Mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import evaluate
 from gd_torch.core.guard import RunGuard
-from gd_torch.core.loop import epoch_function, prepare_data, resolve_device, seeded_generators, sgd
+from gd_torch.core.loop import (
+    epoch_function,
+    prepare_data,
+    resolve_device,
+    seeded_generators,
+    set_threads,
+    sgd,
+)
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run
 from gd_torch.core.settings import RunOptions, TrainingSettings
@@ -343,9 +350,15 @@ def run_bench(
     compile: bool = True,
 ) -> dict:
     """Time every row on every device, print the table (or JSON) to ``out``; returns the report."""
-    if repeats < 1 or threads < 1 or tutorial_examples < 1:
-        raise GdTorchError("--repeats, --threads and --tutorial-examples must be positive integers")
-    torch.set_num_threads(threads)
+    for name, value in (
+        ("--repeats", repeats),
+        ("--threads", threads),
+        ("--tutorial-examples", tutorial_examples),
+        *(("--batch-sizes", size) for size in batch_sizes),
+    ):
+        if value < 1:
+            raise GdTorchError(f"{name} must be positive integers, not {value}")
+    set_threads(threads)
     options = RunOptions(data_root=data_root, download=download, threads=threads)
     devices = devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     report = {

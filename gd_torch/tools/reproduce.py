@@ -16,12 +16,14 @@ parent directory of all the runs.
 import argparse
 import csv
 import io
+import itertools
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.files import write_file
 from gd_torch.core.presets import PRESETS, PUBLISHED, preset_settings
 from gd_torch.core.settings import ENGINE_NAMES, RunOptions, TrainingSettings, default_data_root
 
@@ -135,6 +137,22 @@ def reproduce(
         raise GdTorchError(
             f"unknown configuration {', '.join(unknown)}; choose from: {', '.join(CONFIGURATIONS)}"
         )
+    for option, values in (("--configurations", names), ("--seeds", seeds), ("--engines", engines)):
+        if not values or len(set(values)) != len(values):  # a repeat would count twice
+            raise GdTorchError(f"{option} must be distinct values, at least one")
+    for position, name in enumerate(names):  # every run checked before the first one trains
+        if name in TIME_MATCHED and TIME_MATCHED[name][1] not in names[:position]:
+            raise GdTorchError(
+                f"{name} needs {TIME_MATCHED[name][1]} earlier in --configurations, "
+                f"to know its time budget"
+            )
+        for engine, seed in itertools.product(engines, seeds):
+            try:
+                configuration(
+                    name, engine=engine, seed=seed, **({"epochs": epochs} if epochs else {})
+                )
+            except GdTorchError as error:
+                raise GdTorchError(f"{name}, engine {engine}, seed {seed}: {error}") from None
     parent = create_run_directory(runs_dir, "reproduce")
     datasets = {}  # validation_size -> Mnist: MNIST is read once per split
     rows: dict[tuple[str, str], Row] = {}
@@ -143,13 +161,7 @@ def reproduce(
             overrides = dict(engine=engine) | ({"epochs": epochs} if epochs else {})
             budget = 0.0
             if name in TIME_MATCHED:
-                reference = rows.get((TIME_MATCHED[name][1], engine))
-                if reference is None:
-                    raise GdTorchError(
-                        f"{name} needs {TIME_MATCHED[name][1]} earlier in --configurations, "
-                        f"to know its time budget"
-                    )
-                budget = statistics.mean(reference.sgd_seconds)
+                budget = statistics.mean(rows[TIME_MATCHED[name][1], engine].sgd_seconds)
             row = None
             for seed in seeds:
                 config = configuration(name, **overrides, seed=seed)
@@ -181,11 +193,12 @@ def reproduce(
                 )
             rows[name, engine] = row
     table = markdown(list(rows.values()))
-    (parent / "reproduce.md").write_text(table)
-    with (parent / "reproduce.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(next(iter(rows.values())).values()))
-        writer.writeheader()
-        writer.writerows(row.values() for row in rows.values())
+    write_file(parent / "reproduce.md", table)
+    values = io.StringIO()
+    writer = csv.DictWriter(values, fieldnames=list(next(iter(rows.values())).values()))
+    writer.writeheader()
+    writer.writerows(row.values() for row in rows.values())
+    write_file(parent / "reproduce.csv", values.getvalue())
     print(
         f"\n{table}\ntable written to {parent / 'reproduce.md'} and reproduce.csv; "
         f"view the runs with: tensorboard --logdir {parent}",

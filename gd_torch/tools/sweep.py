@@ -11,11 +11,19 @@ would make: initial weights and batch order from its own ``seeded_generators(s_k
 stacked weights of ``gd_torch.tools.stacked``. The copies differ from single runs only by the
 rounding of batched instead of single matmuls (float32); SGD being chaotic, that difference stays
 at rounding level for hundreds of steps and grows over thousands.
+
+A copy that diverges (a cost that is not finite, weights beyond ±1e20: the checks of a single
+run, ``gd_torch.core.guard``) stops alone: it is marked diverged in the printed log, its own
+TensorBoard log (TEXT tab) and the summary, keeps its last good checkpoint, and takes no more
+steps (its η is 0), while the other copies train on and are saved.
 """
 
+import contextlib
 import csv
 import dataclasses
+import io
 import math
+import resource
 import statistics
 import sys
 import time
@@ -23,12 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.core.data import Mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
+from gd_torch.core.files import write_file, writing_run_directory
+from gd_torch.core.guard import Diverged, divergence_hint, sane_copies
 from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators
+from gd_torch.core.memory import require_network_memory
 from gd_torch.core.model import Network
 from gd_torch.core.run_dir import (
     create_run_directory,
@@ -41,6 +53,9 @@ from gd_torch.dashboard.tensorboard import TrainingLog
 from gd_torch.tools.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
 
 FINAL_METRICS = ("test_accuracy", "best_test_accuracy", "test_cost", "train_cost")
+FILES_PER_COPY = (
+    3  # open at once: its TensorBoard events file, its lock, a checkpoint being written
+)
 
 
 @dataclass
@@ -60,6 +75,11 @@ def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[T
             raise GdTorchError(
                 f"--{name} must be distinct values, at least one (got {' '.join(map(str, values))})"
             )
+        for value in values:  # each as gd-torch train would check it
+            try:
+                dataclasses.replace(base, **{name.rstrip("s").replace("-", "_"): value})
+            except GdTorchError as error:
+                raise GdTorchError(f"--{name} {value}: {error}") from None
     return [
         dataclasses.replace(base, seed=seed, learning_rate=rate)
         for rate in learning_rates
@@ -93,6 +113,15 @@ def sweep(
     torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
     data = prepare_data(base, options, device, data)
+    require_network_memory(
+        base.layer_sizes, base.torch_dtype, device, base.batch_size, copies=len(configs)
+    )
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if open_files != resource.RLIM_INFINITY and FILES_PER_COPY * len(configs) + 64 > open_files:
+        raise GdTorchError(
+            f"{len(configs):,} copies keep {FILES_PER_COPY * len(configs):,} files open, and this "
+            f"process may open {open_files:,} (ulimit -n): sweep fewer seeds or rates at once"
+        )
     epochs = 1 if options.dry_run else base.epochs
     generators = [
         seeded_generators(config.seed) for config in configs
@@ -132,15 +161,46 @@ def sweep(
 
     logs = [TrainingLog(run_dir) for run_dir in run_dirs]
     histories = [[] for _ in configs]
+    diverged: dict[int, int] = {}  # copy k: the step at which it diverged
     train, step = data.train, 0
+    cost_every = 1 if device.type == "cpu" else options.log_every  # as a single run's guard
+
+    def check_copies(sane: Tensor, what: str, epoch: int) -> None:
+        """Stop each copy that is not ``sane``, alone; the others train on."""
+        for k in (~sane).nonzero().flatten().tolist():
+            if k in diverged:
+                continue
+            diverged[k] = step
+            config, last = configs[k], run_dirs[k] / "last.pt"
+            kept = (
+                f"its last good checkpoint, {last}, is kept"
+                if last.exists()
+                else "no checkpoint had been written yet"
+            )
+            message = (
+                f"copy η {config.learning_rate:g} seed {config.seed} diverged at step {step} "
+                f"(epoch {epoch}): {what}; {kept}; the other copies train on. "
+                f"{divergence_hint(config)}"
+            )
+            print(message, file=out, flush=True)
+            logs[k].writer.add_text("diverged", message, step)
+            logs[k].writer.flush()
+
+    locks = contextlib.ExitStack()  # each run directory is locked while the sweep writes it
     try:
+        for run_dir in (sweep_dir, *run_dirs):
+            locks.enter_context(writing_run_directory(run_dir))
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
-            rates = torch.tensor(
-                [config.learning_rate_at(epoch) for config in configs],
-                device=device,
-                dtype=base.torch_dtype,
-            )  # η_k, (K,)
+            alive = torch.tensor([k not in diverged for k in range(len(configs))], device=device)
+            rates = (
+                torch.tensor(
+                    [config.learning_rate_at(epoch) for config in configs],
+                    device=device,
+                    dtype=base.torch_dtype,
+                )
+                * alive
+            )  # η_k, (K,); 0 for a diverged copy, which takes no more steps
             orders = torch.stack(
                 [
                     torch.cat(shuffled_batches(len(train), base.batch_size, order))
@@ -156,15 +216,34 @@ def sweep(
                 batch_costs = compute_gradients(stacked, images, targets, base.cost)  # (K,)
                 sgd_step(stacked, rates, base.weight_decay)
                 step += 1
+                if step % cost_every == 0:
+                    check_copies(batch_costs.isfinite(), "its batch cost is not finite", epoch)
                 if step % options.log_every == 0:
+                    check_copies(
+                        sane_copies(list(stacked.parameters())),
+                        "some weights or biases are not finite or beyond ±1e20",
+                        epoch,
+                    )
                     norms = stacked.gradient_norms().tolist()
-                    for log, *values in zip(logs, batch_costs.tolist(), norms, rates.tolist()):
-                        log.batch(step, *values)
+                    for k, (log, *values) in enumerate(
+                        zip(logs, batch_costs.tolist(), norms, rates.tolist())
+                    ):
+                        if k not in diverged:
+                            log.batch(step, *values)
             measured = measure(
                 lambda split: evaluate_copies(stacked, split, base.cost), data
             )  # all K at once
+            gradients = [p.grad for p in stacked.parameters() if p.grad is not None]
+            check_copies(
+                sane_copies([*stacked.parameters(), *gradients])
+                & torch.tensor([math.isfinite(m["train_cost"]) for m in measured], device=device),
+                "its weights, biases, gradients or training cost are not finite or beyond ±1e20",
+                epoch,
+            )  # before the epoch's checkpoints, as a single run's check_epoch
             seconds = time.perf_counter() - started  # for all K copies together
             for k, (config, network, log) in enumerate(zip(configs, networks, logs)):
+                if k in diverged:
+                    continue
                 metrics = measured[k] | {
                     "seconds": seconds,
                     "learning_rate": config.learning_rate_at(epoch),
@@ -198,36 +277,46 @@ def sweep(
                     ),
                 )
             print(
-                epoch_line(epoch, epochs, configs, [h[-1] for h in histories], seconds),
+                epoch_line(
+                    epoch,
+                    epochs,
+                    configs,
+                    [final_metrics(h, k in diverged) for k, h in enumerate(histories)],
+                    seconds,
+                ),
                 file=out,
                 flush=True,
             )
-        finals = [final_metrics(history) for history in histories]
+        finals = [final_metrics(history, k in diverged) for k, history in enumerate(histories)]
         for config, final, log in zip(configs, finals, logs):
             log.hyperparameters(config, final, step)
+        table = write_summary(sweep_dir, configs, run_dirs, finals, diverged)
     finally:
         for log in logs:
             log.close()
-    table = write_summary(sweep_dir, configs, run_dirs, finals)
+        locks.close()
     print(
         f"{table}\nsummary in {sweep_dir / 'summary.md'} and summary.csv; compare the runs with: "
         f"tensorboard --logdir {sweep_dir}",
         file=out,
         flush=True,
     )
+    if len(diverged) == len(configs):
+        raise Diverged(
+            f"every copy diverged (at steps {', '.join(map(str, sorted(diverged.values())))}); "
+            f"the summary is in {sweep_dir / 'summary.md'}. "
+            + divergence_hint(min(configs, key=lambda config: config.learning_rate))
+        )
     return SweepResult(sweep_dir, configs, networks, finals)
 
 
-def final_metrics(history: list[dict]) -> dict:
+def final_metrics(history: list[dict], diverged: bool = False) -> dict:
     """FINAL_METRICS of a copy's last epoch; NaN when it diverged."""
+    if diverged or not history:
+        return dict.fromkeys(FINAL_METRICS, math.nan)
     last = history[-1]
-    best_test = max(h["test_accuracy"] for h in history)
     values = {name: last[name] for name in ("test_accuracy", "test_cost", "train_cost")}
-    values["best_test_accuracy"] = best_test
-    return {
-        name: values[name] if math.isfinite(last["train_cost"]) else math.nan
-        for name in FINAL_METRICS
-    }
+    return values | {"best_test_accuracy": max(h["test_accuracy"] for h in history)}
 
 
 def _by_rate(configs: list[TrainingSettings], values: list) -> dict[float, list]:
@@ -251,10 +340,7 @@ def epoch_line(
 ) -> str:
     """Test accuracy mean ± std over the seeds, per learning rate."""
     parts = []
-    for rate, accuracies in _by_rate(
-        configs,
-        [m["test_accuracy"] if math.isfinite(m["train_cost"]) else math.nan for m in metrics],
-    ).items():
+    for rate, accuracies in _by_rate(configs, [m["test_accuracy"] for m in metrics]).items():
         mean, std = mean_std(accuracies)
         diverged = sum(not math.isfinite(a) for a in accuracies)
         parts.append(
@@ -269,22 +355,30 @@ def epoch_line(
 
 
 def write_summary(
-    sweep_dir: Path, configs: list[TrainingSettings], run_dirs: list[Path], finals: list[dict]
+    sweep_dir: Path,
+    configs: list[TrainingSettings],
+    run_dirs: list[Path],
+    finals: list[dict],
+    diverged: dict[int, int] | None = None,
 ) -> str:
-    """summary.csv (one row per copy) and summary.md (mean ± std over the seeds per learning
-    rate); returns the Markdown."""
-    with open(sweep_dir / "summary.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["learning_rate", "seed", *FINAL_METRICS, "run_dir"])
-        for config, final, run_dir in zip(configs, finals, run_dirs):
-            writer.writerow(
-                [
-                    config.learning_rate,
-                    config.seed,
-                    *(final[name] for name in FINAL_METRICS),
-                    run_dir.name,
-                ]
-            )
+    """summary.csv (one row per copy, with the step it diverged at, if it did) and summary.md
+    (mean ± std over the seeds per learning rate, and the diverged copies); returns the
+    Markdown."""
+    diverged = diverged or {}
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["learning_rate", "seed", *FINAL_METRICS, "diverged_at_step", "run_dir"])
+    for k, (config, final, run_dir) in enumerate(zip(configs, finals, run_dirs)):
+        writer.writerow(
+            [
+                config.learning_rate,
+                config.seed,
+                *(final[name] for name in FINAL_METRICS),
+                diverged.get(k, ""),
+                run_dir.name,
+            ]
+        )
+    write_file(sweep_dir / "summary.csv", rows.getvalue())
     lines = [
         "| learning rate | seeds | diverged | " + " | ".join(FINAL_METRICS) + " |",
         "|---:" * (3 + len(FINAL_METRICS)) + "|",
@@ -298,10 +392,16 @@ def write_summary(
                 if name.endswith("accuracy")
                 else f"{mean:.4f} ± {std:.4f}"
             )
-        diverged = sum(not math.isfinite(final["train_cost"]) for final in group)
-        lines.append(f"| {rate:g} | {len(group)} | {diverged} | " + " | ".join(cells) + " |")
+        count = sum(not math.isfinite(final["train_cost"]) for final in group)
+        lines.append(f"| {rate:g} | {len(group)} | {count} | " + " | ".join(cells) + " |")
+    lines += [
+        f"\ndiverged: η {configs[k].learning_rate:g} seed {configs[k].seed} at step {at} "
+        f"({run_dirs[k].name})"
+        for k, at in sorted(diverged.items())
+    ]
     table = "\n".join(lines)
-    (sweep_dir / "summary.md").write_text(
-        f"Final metrics over the seeds (mean ± sample std), sweep {sweep_dir.name}\n\n{table}\n"
+    write_file(
+        sweep_dir / "summary.md",
+        f"Final metrics over the seeds (mean ± sample std), sweep {sweep_dir.name}\n\n{table}\n",
     )
     return table
