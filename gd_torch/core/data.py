@@ -15,6 +15,7 @@ from gd_torch.core.mnist_files import (
     legacy_against_raw,
     legacy_files,
     raw_folder,
+    read_legacy,
     where_files_go,
 )
 
@@ -85,35 +86,33 @@ class Mnist:
 
 
 def _read(root: str, train: bool, download: bool) -> Split:
-    """One split as torchvision reads it (raw/, or the legacy processed/ files), checked."""
+    """One split as torchvision.datasets.MNIST reads it, checked: the legacy processed/ file when
+    there is one (read as torchvision reads it, ``torch.load`` of tensors only), else raw/."""
     import torchvision  # imported here: it takes a second, and most commands never need it
 
-    legacy = legacy_files(root)
     split = "training" if train else "test"
+    legacy = legacy_files(root)
+    if legacy:
+        images, labels = read_legacy(legacy[not train])
+        if problem := legacy_against_raw(root, split, images, labels):
+            raise GdTorchError(problem)
+        return Split.from_pixels(images.reshape(len(images), 28 * 28), labels.long())
     try:
         dataset = torchvision.datasets.MNIST(root, train=train, download=download)
     except OSError:
         raise  # said by the command line's one place for OS errors
     except Exception as error:
-        # torchvision raises RuntimeError, URLError, ValueError, ... when it cannot get the files
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if legacy:
-            raise GdTorchError(
-                f"{legacy[not train]} ({LEGACY}) cannot be read ({detail})"
-            ) from None
+        # torchvision raises RuntimeError, URLError, ... when it cannot get the files
         reason = (
             "could not be downloaded" if download else "is not there and --no-download was given"
         )
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise GdTorchError(
             f"MNIST {reason} ({detail}): {where_files_go(root)}, or set --data-root / GD_TORCH_DATA"
         ) from None
-    if legacy:
-        source = f"{legacy[not train]} ({LEGACY})"
-    else:
-        source = str(raw_folder(root) / MNIST_FILES[0 if train else 2].name)
-    check_loaded(dataset.data, dataset.targets, source)
-    if legacy and (problem := legacy_against_raw(root, split, dataset.data, dataset.targets)):
-        raise GdTorchError(problem)
+    check_loaded(
+        dataset.data, dataset.targets, str(raw_folder(root) / MNIST_FILES[2 * (not train)].name)
+    )
     return Split.from_pixels(
         dataset.data.reshape(len(dataset.data), 28 * 28), dataset.targets.long()
     )

@@ -391,9 +391,9 @@ def _train(
                 stopping = run.should_stop() or out_of_time  # also a signal during those saves
                 if stopping and not due:
                     save("last.pt", epoch, order_state, 0)
-                if guard.stop_signal is not None and stopping:
+                if guard.stop_signal is not None and stopping and epoch < epochs:
                     raise guard.interrupted(run.step, 0)
-                if stopping:
+                if stopping and guard.stop_signal is None:
                     run.stop("the time budget" if out_of_time else "a callback asked to stop")
                     break
             result.stopped = run.stop_reason

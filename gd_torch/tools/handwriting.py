@@ -96,6 +96,8 @@ def _brightness(image) -> np.ndarray:
             high = next((top for top in (1.0, 255.0, 65535.0) if values.max() <= top), values.max())
             low = min(0.0, values.min())
         return ((values - low) / max(high - low, 1e-300)).astype(np.float32)
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha: back to plain colours first
+        image = image.convert(image.mode[:-1] + "A")
     if image.mode in ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
