@@ -5,9 +5,11 @@ turns every GdTorchError and OSError into one line on stderr and an exit status.
 """
 
 import argparse
+import contextlib
 import os
 import re
 import sys
+import threading
 
 from gd_torch.core import signals  # imports nothing heavy: installed before torch loads
 from gd_torch.core.errors import GdTorchError, one_line, os_error_message
@@ -389,8 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):  # a file name with undecodable bytes still prints
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    with signals.handling("gd-torch"):  # first: a Ctrl-C while torch loads stops cleanly too
-        signals.leaving("nothing was written")
+    with signals.handling("gd-torch"), _quiet_thread_os_errors():  # first: a Ctrl-C while
+        signals.leaving("nothing was written")  # torch loads stops cleanly too
         arguments = build_parser().parse_args(argv)
         command = f"gd-torch {arguments.command}"
         signals.handling_as(command)
@@ -414,6 +416,24 @@ def main(argv: list[str] | None = None) -> None:
             except OSError:  # stderr is gone too
                 pass
         sys.exit(exit_code)
+
+
+@contextlib.contextmanager
+def _quiet_thread_os_errors():
+    """An OSError that ends a background thread (TensorBoard's writer, on a full disk) is not
+    printed there as a traceback: that writer raises it again in the main thread at its next
+    call, where ``main`` says it in one line. Any other exception keeps its traceback."""
+    default = threading.excepthook
+
+    def hook(arguments) -> None:
+        if not issubclass(arguments.exc_type, OSError):
+            default(arguments)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = default
 
 
 def _flush_stdout() -> None:

@@ -91,6 +91,8 @@ def load_checkpoint(path: str | Path) -> dict:
     """The checkpoint's dict, on the CPU, in today's format and checked whole; a GdTorchError
     naming the file and the problem for anything else."""
     path = Path(path)
+    if path.is_dir():
+        raise GdTorchError(f"{path} is a folder, not a checkpoint")
     if not path.is_file():
         raise GdTorchError(f"checkpoint {path} not found")
     try:

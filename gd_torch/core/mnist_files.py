@@ -122,7 +122,7 @@ def idx_problem(path: Path, file: MnistFile) -> str | None:
     try:
         data = path.read_bytes()
     except OSError as error:
-        return f"{path}: cannot be read ({error.strerror})"
+        return f"{path}: cannot be read ({os_error_message(error, name_files=False)})"
     expected_magic = IMAGE_MAGIC if file.is_images else LABEL_MAGIC
     header_size = 16 if file.is_images else 8
     if len(data) < header_size:
@@ -258,7 +258,7 @@ def check_report(root: str | Path) -> tuple[list[str], str | None]:
             size = path.stat().st_size
         except OSError as error:
             problem, official, size = (
-                f"{path}: cannot be read ({os_error_message(error)})",
+                f"{path}: cannot be read ({os_error_message(error, name_files=False)})",
                 False,
                 0,
             )
