@@ -45,7 +45,7 @@ def _train(arguments) -> None:
     from gd_torch.core.run import ProgressBar
     from gd_torch.core.settings import RunOptions, TrainingSettings, from_arguments
 
-    signals.leaving("before training started; nothing was written")
+    signals.leaving(" before training started: nothing was written")
     if arguments.resume and arguments.preset:
         raise GdTorchError(
             "--preset cannot be given with --resume: a resumed run keeps its own settings"
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     with signals.handling("gd-torch"), _quiet_thread_os_errors():  # first: a Ctrl-C while
-        signals.leaving("nothing was written")  # torch loads stops cleanly too
+        signals.leaving("; nothing was written")  # torch loads stops cleanly too
         arguments = build_parser().parse_args(argv)
         command = f"gd-torch {arguments.command}"
         signals.handling_as(command)

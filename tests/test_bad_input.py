@@ -418,6 +418,12 @@ CASES = [
         exit_code=3,
     ),
     Case(
+        "a learning rate whose every step rounds away",
+        [*TRAIN, "--learning-rate", "1e-30"],
+        "note: epoch 1 changed no weight or bias: at learning rate 1e-30",
+        exit_code=0,
+    ),
+    Case(
         "more threads than CPUs",
         [*TRAIN, "--threads", "100000"],
         "--threads 100000 is more than the",

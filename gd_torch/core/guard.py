@@ -67,7 +67,7 @@ class RunGuard:
         self._signals = None
 
     def __enter__(self) -> "RunGuard":
-        self._signals = signals.training(lambda number: self.kept("kept the last checkpoint,"))
+        self._signals = signals.training(lambda n: "; " + self.kept("kept the last checkpoint,"))
         self._signals.__enter__()
         return self
 
@@ -118,6 +118,18 @@ class RunGuard:
                 f"some weights, biases or gradients are not finite or beyond ±{LARGEST_WEIGHT:g}",
                 step,
             )
+
+    def learned_nothing(self, weights_before: list[Tensor], network: Network) -> str | None:
+        """A note when an epoch of SGD steps left every weight and bias exactly as it was: each
+        step η ∂C/∂w was below half the float spacing of w, so it rounded away (a learning rate
+        of 1e-20 in float32 is valid and trains nothing)."""
+        if not all(torch.equal(p, w) for p, w in zip(network.parameters(), weights_before)):
+            return None
+        return (
+            f"note: epoch {self.epoch} changed no weight or bias: at learning rate "
+            f"{self.settings.learning_rate_at(self.epoch):g} every SGD step rounds away in "
+            f"{self.settings.dtype}; choose a larger --learning-rate"
+        )
 
     def _diverged(self, what: str, step: int) -> Diverged:
         last = None if self.run_dir is None else self.run_dir / "last.pt"

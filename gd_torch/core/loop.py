@@ -274,7 +274,8 @@ def _train(
         if not resumed_dir:
             locks.enter_context(writing_run_directory(run_dir))
         signals.leaving(
-            f"{run_dir} holds {'its last checkpoint' if done.step else 'no checkpoint'}"
+            f" before training started: {run_dir} holds "
+            + ("its last checkpoint" if done.step else "no checkpoint")
         )
 
     def write_run_files() -> None:
@@ -360,6 +361,7 @@ def _train(
                 ]
                 epoch_start, run.batches, skip = run.step - skip, len(batches), 0
                 run.notify("on_epoch_start")
+                weights_before = [p.detach().clone() for p in network.parameters()]
                 run_epoch(batches)
                 sgd_seconds += time.perf_counter() - started
                 if run.should_stop():  # Ctrl-C, SIGTERM or a callback, mid-epoch
@@ -378,6 +380,8 @@ def _train(
                 result.best_accuracy = max(result.best_accuracy, metrics[best_by])
                 run.history.append({"epoch": epoch, "step": run.step} | metrics)
                 print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
+                if batches and (note := guard.learned_nothing(weights_before, network)):
+                    print(note, file=out, flush=True)
                 run.notify("on_epoch_end")
                 out_of_time = bool(options.time_budget) and sgd_seconds >= options.time_budget
                 if distributed.world_size() > 1:
@@ -424,7 +428,7 @@ def _train(
             file=out,
             flush=True,
         )
-    signals.leaving(f"the run had finished ({run_dir or 'nothing written'})")
+    signals.leaving(f" after the run had finished ({run_dir or 'nothing written'})")
     saved = f"run saved in {run_dir}" if run_dir else "nothing written"
     if not run.history:
         print(

@@ -71,7 +71,8 @@ def requested() -> int | None:
 
 
 def leaving(description: str) -> None:
-    """Say what a stop at once would leave behind from now on (part of its one-line message)."""
+    """Say what a stop at once would leave behind from now on: the end of its one-line message,
+    after "stopped by SIGINT" (" before training started: nothing was written")."""
     _life.leaving = description
 
 
@@ -160,7 +161,7 @@ def _stop_now(number: int) -> None:
     else:
         how, leaves = f"stopped by {name(number)}", _life.leaving
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
-        line = f"{_life.command}: error: {how}" + (f"; {leaves}" if leaves else "") + "\n"
+        line = f"{_life.command}: error: {how}{leaves}\n"
         try:
             os.write(2, line.encode(errors="backslashreplace"))
         except OSError:  # stderr was a terminal that is gone
