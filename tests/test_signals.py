@@ -35,6 +35,16 @@ def gd_torch(*arguments: str) -> subprocess.Popen:
     )
 
 
+def long_run(tmp_path: Path) -> list[str]:
+    """A train command line of EPOCHS epochs in batches of 1, on synthetic MNIST in tmp_path."""
+    data_root = write_mnist_files(tmp_path / "data", train_count=TRAIN_IMAGES, test_count=200)
+    return [
+        *("train", "--data-root", str(data_root), "--no-download"),
+        *("--runs-dir", str(tmp_path / "runs"), "--batch-size", "1"),
+        *("--epochs", str(EPOCHS), "--image-every", "0"),
+    ]
+
+
 def wait_for_line(process: subprocess.Popen, start: str) -> list[str]:
     """The stdout lines up to the first that starts with ``start``; fails after WAIT_SECONDS."""
     lines = queue.Queue()
@@ -147,26 +157,9 @@ def test_two_ctrl_c_2_ms_apart_with_a_progress_bar_end_in_one_clean_line(tmp_pat
     import os
     import pty
 
-    data_root = write_mnist_files(tmp_path / "data", train_count=TRAIN_IMAGES, test_count=200)
     terminal, stderr = pty.openpty()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gd_torch",
-            "train",
-            "--data-root",
-            str(data_root),
-            "--no-download",
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--batch-size",
-            "1",
-            "--epochs",
-            str(EPOCHS),
-            "--image-every",
-            "0",
-        ],
+        [sys.executable, "-m", "gd_torch", *long_run(tmp_path)],
         cwd=REPOSITORY,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -236,21 +229,7 @@ def test_a_signal_during_an_epochs_checkpoint_is_not_swallowed(
 def test_a_closed_terminal_or_a_batch_systems_warning_stops_the_run_resumably(
     tmp_path, signal_number
 ):
-    data_root = write_mnist_files(tmp_path / "data", train_count=TRAIN_IMAGES, test_count=200)
-    process = gd_torch(
-        "train",
-        "--data-root",
-        str(data_root),
-        "--no-download",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--batch-size",
-        "1",
-        "--epochs",
-        str(EPOCHS),
-        "--image-every",
-        "0",
-    )
+    process = gd_torch(*long_run(tmp_path))
     wait_for_line(process, f"epoch 1/{EPOCHS}")
     time.sleep(1.0)
     process.send_signal(signal_number)
