@@ -134,7 +134,7 @@ def engine_row(
     """Our engine exactly as ``gd-torch train`` runs it: its epoch, per-step checks (and the
     TensorBoard callback at its defaults, images aside: they have their own row)."""
     settings = TrainingSettings(engine=engine, batch_size=batch_size)
-    options = RunOptions(data_root="", compile=compile, image_every=0)
+    options = RunOptions(compile=compile, image_every=0)  # the data is given: no data_root
     init_generator, order_generator = seeded_generators(settings.seed)
     network = Network(settings.layer_sizes, settings.init, init_generator).to(device)
     optimizer = sgd(settings)(network)
