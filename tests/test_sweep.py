@@ -233,6 +233,7 @@ def test_summary_files_hold_every_copy_and_the_mean_and_std_per_rate(fake_mnist_
         (["--compile"], "--compile is not supported by gd-torch sweep"),
         (["--time-budget", "60"], "--time-budget is not supported by gd-torch sweep"),
         (["--momentum", "0.5"], "--momentum is not supported by gd-torch sweep"),
+        (["--threads", "1000000000"], "--threads 1000000000 is more than the"),
     ],
 )
 def test_bad_sweep_options_are_one_line_errors(arguments, message, capsys, tmp_path):

@@ -39,7 +39,7 @@ from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
 from gd_torch.core.files import write_file, writing_run_directory
 from gd_torch.core.guard import Diverged, divergence_hint, sane_copies
-from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators
+from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators, set_threads
 from gd_torch.core.memory import require_network_memory
 from gd_torch.core.model import Network
 from gd_torch.core.run_dir import (
@@ -110,7 +110,7 @@ def sweep(
     if options.runs_dir is None:
         raise GdTorchError("a sweep writes its copies' runs: give it a runs_dir")
     configs = sweep_settings(base, seeds, learning_rates)
-    torch.set_num_threads(options.threads)
+    set_threads(options.threads)  # refuses more threads than CPUs
     device = resolve_device(options.device)
     data = prepare_data(base, options, device, data)
     require_network_memory(
