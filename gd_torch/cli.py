@@ -1,29 +1,20 @@
-"""The ``gd-torch`` command: one subcommand per task, each a thin layer over the library."""
+"""The ``gd-torch`` command: one subcommand per task, each a thin layer over the library.
+
+``main`` handles stop signals first, before torch is imported (``gd_torch.core.signals``), and
+turns every GdTorchError and OSError into one line on stderr and an exit status.
+"""
 
 import argparse
+import contextlib
 import dataclasses
+import os
+import re
 import sys
+import threading
 
-from gd_torch.core.distributed import is_leader
-from gd_torch.core.errors import GdTorchError
-from gd_torch.core.presets import PRESETS, preset_settings
-from gd_torch.core.settings import (
-    DEVICE_NAMES,
-    RunOptions,
-    TrainingSettings,
-    add_arguments,
-    default_data_root,
-    from_arguments,
-)
-from gd_torch.tools.compare import add_compare_arguments, run_compare, variant_values_joined
-from gd_torch.tools.reproduce import add_reproduce_arguments, run_reproduce
+from gd_torch.core import signals  # imports nothing heavy: installed before torch loads
+from gd_torch.core.errors import GdTorchError, one_line, os_error_message
 
-SETTING_FLAGS = (
-    *(field.name for field in dataclasses.fields(TrainingSettings)),
-    "seeds",
-    "num_seeds",
-    "learning_rates",
-)  # what a sweep's copies are made of
 SETTINGS_TITLE = "training settings (they decide the result; --resume keeps them)"
 OPTIONS_TITLE = "run options (where and how it runs; --resume may change them)"
 
@@ -36,15 +27,27 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         """Usage mistakes as one line naming the problem (argparse prints the usage too)."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        message = re.sub(r"^argument (\S+): (must be )", r"\1 \2", message)  # as the settings say
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
 
 
 def _train(arguments) -> None:
     from gd_torch.api import train
+    from gd_torch.core.presets import preset_settings
     from gd_torch.core.resume import saved_settings
     from gd_torch.core.run import ProgressBar
+    from gd_torch.core.settings import RunOptions, TrainingSettings, from_arguments
     from gd_torch.dashboard.tensorboard import view_command
 
+    signals.leaving(" before training started: nothing was written")
     if arguments.resume and arguments.preset:
         raise GdTorchError(
             "--preset cannot be given with --resume: a resumed run keeps its own settings"
@@ -65,11 +68,14 @@ def _train(arguments) -> None:
 
 
 def _sweep(arguments) -> None:
+    from gd_torch.core.settings import RunOptions, TrainingSettings, from_arguments
     from gd_torch.tools.shards import saved_options
     from gd_torch.tools.sweep import resume_sweep, sweep
 
     if arguments.resume:
-        given = [name for name in SETTING_FLAGS if getattr(arguments, name, None) is not None]
+        copies_made_of = [field.name for field in dataclasses.fields(TrainingSettings)]
+        copies_made_of += ["seeds", "num_seeds", "learning_rates"]
+        given = [name for name in copies_made_of if getattr(arguments, name, None) is not None]
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise GdTorchError(
@@ -81,43 +87,69 @@ def _sweep(arguments) -> None:
     settings = from_arguments(arguments, TrainingSettings)
     options = from_arguments(arguments, RunOptions)
     num_seeds = 1 if arguments.num_seeds is None else arguments.num_seeds
-    if num_seeds < 1:
-        raise GdTorchError("--num-seeds must be a positive integer")
     seeds = arguments.seeds or range(settings.seed, settings.seed + num_seeds)
     sweep(settings, options, seeds, arguments.learning_rates)
 
 
+# Each mode of gd-torch bench has its own options; the defaults are filled in by ``_bench``, so
+# that one given to another mode, where it would do nothing, is refused.
+BENCH_MODES = {
+    "without --sweep or --parallel": dict(
+        download=True,
+        batch_sizes=[10, 100, 1000],
+        repeats=5,
+        tutorial_examples=10_000,
+        threads=1,
+        devices=None,
+        json=False,
+        compile=True,
+        end_to_end=True,
+    ),
+    "--sweep": dict(copies=[1, 4, 16, 64], train_images=10_000, epochs=1),
+    "--parallel": dict(
+        parallel_copies=16,
+        epochs=1,
+        parallel_batch_sizes=[10, 100, 1000, 10000, 60000],
+        rounds=3,
+    ),
+}
+
+
 def _bench(arguments) -> None:
+    if arguments.sweep and arguments.parallel:
+        raise GdTorchError("--sweep and --parallel are two benches: give one of them")
+    mode = "--sweep" if arguments.sweep else "--parallel" if arguments.parallel else None
+    mode = mode or "without --sweep or --parallel"
+    mine = BENCH_MODES[mode]
+    others = {name for options in BENCH_MODES.values() for name in options} - set(mine)
+    wrong = [name for name in sorted(others) if getattr(arguments, name) is not None]
+    if wrong:
+        where = mode if mode.startswith("without") else f"with {mode}"
+        raise GdTorchError(
+            f"--{wrong[0].replace('_', '-')} does not apply to gd-torch bench {where}"
+        )
+    given = {
+        name: default if getattr(arguments, name) is None else getattr(arguments, name)
+        for name, default in mine.items()
+    }
     if arguments.sweep:
         from gd_torch.tools.bench_sweep import bench_sweep
 
-        bench_sweep(arguments.data_root, arguments.copies, arguments.train_images, arguments.epochs)
-        return
-    if arguments.parallel:
+        bench_sweep(arguments.data_root, **given)
+    elif arguments.parallel:
         from gd_torch.tools.bench_parallel import bench_parallel
 
         bench_parallel(
             arguments.data_root,
-            arguments.parallel_copies,
-            arguments.epochs,
-            arguments.parallel_batch_sizes,
-            arguments.rounds,
+            given["parallel_copies"],
+            given["epochs"],
+            given["parallel_batch_sizes"],
+            given["rounds"],
         )
-        return
-    from gd_torch.tools.bench import run_bench
+    else:
+        from gd_torch.tools.bench import run_bench
 
-    run_bench(
-        arguments.data_root,
-        arguments.download,
-        arguments.batch_sizes,
-        arguments.repeats,
-        arguments.tutorial_examples,
-        arguments.threads,
-        arguments.devices,
-        arguments.json,
-        compile=arguments.compile,
-        end_to_end=arguments.end_to_end,
-    )
+        run_bench(arguments.data_root, as_json=given.pop("json"), **given)
 
 
 def _eval(arguments) -> None:
@@ -191,43 +223,26 @@ def _predict(arguments) -> None:
 
 
 def _check_data(arguments) -> None:
-    from gd_torch.core.mnist_files import MNIST_FILES, idx_problem, md5, raw_folder, where_files_go
+    from gd_torch.core.mnist_files import check_report
 
-    folder = raw_folder(arguments.data_root)
-    print(f"MNIST files in {folder}:")
-    problems, unofficial = 0, 0
-    for file in MNIST_FILES:
-        path = folder / file.name
-        if not path.is_file():
-            problems += 1
-            print(f"  {file.name:<24} missing")
-            continue
-        problem = idx_problem(path, file)
-        official = md5(path) == file.md5
-        problems += problem is not None
-        unofficial += not official
-        status = problem or (
-            "official (md5 matches)"
-            if official
-            else "sound IDX file, but not the official one (md5 differs)"
-        )
-        print(f"  {file.name:<24} {path.stat().st_size:>11,} bytes  {status}")
-    if problems:
-        raise GdTorchError(
-            f"{problems} of the 4 MNIST files are missing or broken: "
-            f"{where_files_go(arguments.data_root)}"
-        )
-    print(
-        "all four files are present and sound"
-        + (
-            ", and they are the official MNIST."
-            if not unofficial
-            else f"; {unofficial} differ from the official MNIST."
-        )
-    )
+    lines, problem = check_report(arguments.data_root)
+    print("\n".join(lines))
+    if problem:
+        raise GdTorchError(problem)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gd_torch.core.presets import PRESETS
+    from gd_torch.core.settings import (
+        DEVICE_NAMES,
+        RunOptions,
+        TrainingSettings,
+        add_arguments,
+        default_data_root,
+    )
+    from gd_torch.tools.compare import add_compare_arguments, run_compare
+    from gd_torch.tools.reproduce import add_reproduce_arguments, run_reproduce
+
     parser = _Parser(
         prog="gd-torch",
         description="The 3Blue1Brown / Nielsen digit network, trained by gradient descent.",
@@ -266,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seeds.add_argument(
         "--num-seeds",
-        type=int,
+        type=_positive_int,
         metavar="K",
         help="train seeds --seed, --seed+1, ..., --seed+K-1 (default: 1)",
     )
@@ -298,55 +313,50 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--download",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="download MNIST when missing",
+        help="download MNIST when missing (default: yes)",
     )
     bench.add_argument(
         "--batch-sizes",
-        type=int,
+        type=_positive_int,
         nargs="+",
-        default=[10, 100, 1000],
         metavar="N",
         help="(default: 10 100 1000)",
     )
     bench.add_argument(
         "--repeats",
-        type=int,
-        default=5,
+        type=_positive_int,
         help="timed epochs per row after a warm-up; the table shows the median (default: 5)",
     )
     bench.add_argument(
         "--tutorial-examples",
-        type=int,
-        default=10_000,
+        type=_positive_int,
         help="images the tutorial pipeline is timed on, scaled to an epoch (default: 10000)",
     )
     bench.add_argument(
         "--threads",
-        type=int,
-        default=1,
+        type=_positive_int,
         help="CPU threads for PyTorch (default: 1, as gd-torch train)",
     )
     bench.add_argument(
         "--devices",
         nargs="+",
         choices=DEVICE_NAMES[1:],
-        default=None,
         help="(default: cpu, and cuda when present)",
     )
     bench.add_argument(
-        "--json", action="store_true", help="print the report as JSON instead of the table"
+        "--json",
+        action="store_true",
+        default=None,
+        help="print the report as JSON instead of the table",
     )
     bench.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
-        default=True,
         help="also time both engines with --compile (default: yes)",
     )
     bench.add_argument(
         "--end-to-end",
         action=argparse.BooleanOptionalAction,
-        default=True,
         help="also time the whole default gd-torch train and each compile, in new processes, "
         "in floor-epochs (default: yes)",
     )
@@ -366,7 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_bench.add_argument(
         "--parallel-copies",
         type=int,
-        default=16,
         metavar="K",
         help="copies of the sharded sweep of --parallel (default: 16)",
     )
@@ -374,7 +383,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--parallel-batch-sizes",
         type=int,
         nargs="+",
-        default=[10, 100, 1000, 10000, 60000],
         metavar="N",
         help="batch sizes of the data-parallel steps of --parallel (default: 10 100 1000 10000 "
         "60000, full-batch gradient descent)",
@@ -382,29 +390,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_bench.add_argument(
         "--rounds",
         type=int,
-        default=3,
         help="rounds of --parallel, alternating 1 and 2 processes; medians (default: 3)",
     )
     sweep_bench.add_argument(
         "--copies",
-        type=int,
+        type=_positive_int,
         nargs="+",
-        default=[1, 4, 16, 64],
         metavar="K",
         help="sweep sizes to time (default: 1 4 16 64)",
     )
     sweep_bench.add_argument(
         "--train-images",
-        type=int,
-        default=10_000,
+        type=_positive_int,
         metavar="N",
         help="train on the first N images, to keep it short (default: 10000)",
     )
     sweep_bench.add_argument(
-        "--epochs",
-        type=int,
-        default=1,
-        help="epochs per run, and of the sharded sweep (default: 1)",
+        "--epochs", type=_positive_int, help="epochs per run, and of the sharded sweep (default: 1)"
     )
     bench.set_defaults(run=_bench)
 
@@ -440,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument(
         "--top",
-        type=int,
+        type=_positive_int,
         default=5,
         help="how many of the most sensitive weights and biases to list (default: 5)",
     )
@@ -548,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--show",
         action="store_true",
-        help="save the prepared 28x28 input as <image>.prepared.png beside each image",
+        help="save the prepared 28x28 input as <image>.prepared.png beside each image "
+        "(never over an existing file: <image>.prepared-2.png, ... then)",
     )
     predict.set_defaults(run=_predict)
 
@@ -581,11 +584,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = variant_values_joined(sys.argv[1:] if argv is None else list(argv))
-    arguments = build_parser().parse_args(argv)
-    try:
-        arguments.run(arguments)
-    except GdTorchError as error:
+    """Run one command; every way it can end is an exit status, with one line on stderr when it
+    is not a success."""
+    for stream in (sys.stdout, sys.stderr):  # a file name with undecodable bytes still prints
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    with signals.handling("gd-torch"), _quiet_thread_os_errors():  # first: a Ctrl-C while
+        signals.leaving("; nothing was written")  # torch loads stops cleanly too
+        from gd_torch.tools.compare import variant_values_joined
+
+        argv = variant_values_joined(sys.argv[1:] if argv is None else list(argv))
+        arguments = build_parser().parse_args(argv)
+        command = f"gd-torch {arguments.command}"
+        signals.handling_as(command)
+        signals.leaving("")
+        try:
+            arguments.run(arguments)
+            return
+        except GdTorchError as error:
+            message, exit_code = str(error), error.exit_code
+        except OSError as error:  # the one place an OS error that nothing else words is said
+            message, exit_code = os_error_message(error), 2
+        except MemoryError:
+            message, exit_code = "out of memory: choose smaller sizes", 2
+        finally:
+            _flush_stdout()
+        from gd_torch.core.distributed import is_leader
+
         if is_leader():  # under torchrun, one line from rank 0, not one per rank
-            print(f"gd-torch {arguments.command}: error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+            try:
+                print(f"{command}: error: {one_line(message)}", file=sys.stderr, flush=True)
+            except OSError:  # stderr is gone too
+                pass
+        sys.exit(exit_code)
+
+
+@contextlib.contextmanager
+def _quiet_thread_os_errors():
+    """An OSError that ends a background thread (TensorBoard's writer, on a full disk) is not
+    printed there as a traceback: that writer raises it again in the main thread at its next
+    call, where ``main`` says it in one line. Any other exception keeps its traceback."""
+    default = threading.excepthook
+
+    def hook(arguments) -> None:
+        if not issubclass(arguments.exc_type, OSError):
+            default(arguments)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = default
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now; when its reader is gone (``| head``), send it to /dev/null, so that
+    Python's own flush at exit does not print "Exception ignored ... BrokenPipeError"."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -1,6 +1,9 @@
 """Checkpoints: atomic, complete, safe to load, kept as last.pt and best.pt."""
 
+import errno
 import io
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +12,9 @@ import gd_torch.core.loop
 from gd_torch import train
 from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, save_checkpoint
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.files import mark_run_directory
 from gd_torch.core.resume import load_resumable
+from gd_torch.core.run_dir import create_run_directory
 from gd_torch.core.settings import RunOptions, TrainingSettings, from_dict
 from tests.configs import split
 from tests.fakes import synthetic_mnist
@@ -26,19 +31,20 @@ def data():
 
 
 def test_save_replaces_atomically_and_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    mark_run_directory(tmp_path)  # replacing is allowed only in a run directory
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"epoch": 1})
     before = path.read_bytes()
 
-    def half_written_then_disk_full(state, file):
-        open(file, "wb").write(b"half a checkpoint")
-        raise OSError(28, "No space left on device")
+    def disk_full(descriptor):  # the bytes were written; the disk refuses to keep them
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", half_written_then_disk_full)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as error:
         save_checkpoint(path, {"epoch": 2})
+    assert error.value.errno == errno.ENOSPC
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".gd_torch-run", "last.pt"]
 
 
 def test_checkpoint_holds_everything_a_resume_needs(tmp_path, data):
@@ -216,3 +222,105 @@ def test_load_refuses_arbitrary_objects_and_dicts_missing_keys(tmp_path):
     torch.save({"model": {}, "epoch": 1}, tmp_path / "partial.pt")
     with pytest.raises(GdTorchError, match="missing optimizer, settings, options, step"):
         load_checkpoint(tmp_path / "partial.pt")
+
+
+@pytest.fixture(scope="module")
+def two_epochs(data, tmp_path_factory) -> Path:
+    """last.pt of a finished 2-epoch run, for the tests to edit copies of."""
+    return run(data, epochs=2, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir / "last.pt"
+
+
+class RunsCode:
+    """Unpickling this would run a shell command: what a malicious checkpoint holds."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/gd_torch-was-run",))
+
+
+def _edit(state: dict, path: str, value) -> dict:
+    """Set state[a][b]... = value for path "a/b"; a value of _DELETE removes the key."""
+    *parents, key = path.split("/")
+    target = state
+    for name in parents:
+        target = target[int(name) if isinstance(target, list) else name]
+    if value is _DELETE:
+        del target[key]
+    else:
+        target[int(key) if isinstance(target, list) else key] = value
+    return state
+
+
+_DELETE = object()
+EDITS = [  # (what is edited, its new value, what the message says)
+    ("epoch", -4, "its epoch is -4, not a whole number of epochs in 0..2"),
+    ("epoch", 7, "its epoch is 7, not a whole number of epochs in 0..2"),
+    ("epoch", 1.5, "its epoch is 1.5"),
+    ("step", 1, "its step is 1, but 2 epochs and 0 batches take at least 2 SGD steps"),
+    ("batches_done", -1, "its batches_done is -1"),
+    ("settings/hidden_sizes", 16, "holds settings this gd_torch cannot use"),
+    ("settings/hidden_sizes", [10**12, 16], "but its settings' 784-1000000000000-16-10 network"),
+    ("settings/epochs", "2", "--epochs must be a positive integer"),
+    ("options/data_root", 5, "--data-root must be a folder name"),
+    ("settings", [1, 2], "TrainingSettings must be a dict"),
+    ("model", "weights", "its model is a str, not a dict of tensors"),
+    ("model/layers.0.weight", _DELETE, "its model holds"),
+    ("model/layers.0.weight", torch.zeros(3, 3), "its model's layers.0.weight is (3, 3)"),
+    ("model/layers.2.bias", torch.full((10,), float("nan")), "values that are not finite"),
+    ("model/layers.1.bias", torch.zeros(16, dtype=torch.int64), "not a tensor of floating-point"),
+    ("optimizer/param_groups", _DELETE, "its optimizer is not a torch.optim state_dict"),
+    ("optimizer/param_groups/0/lr", float("inf"), "has the learning rate inf"),
+    ("optimizer/param_groups/0/params", [0, 1], "not the network's 6 tensors"),
+    ("batch_order_state", torch.zeros(3), "its batch_order_state is not the 5056-byte state"),
+    ("best_by", "validation_accuracy", "its best_by is 'validation_accuracy' for"),
+    ("best_accuracy", 3.0, "its best_accuracy is 3.0, not a fraction"),
+    ("history", [], "its history does not hold one entry for each of its 2 epochs"),
+    ("history/1/test_accuracy", "high", "entry 2 of its history lacks a metric or holds a non-"),
+]
+
+
+@pytest.mark.parametrize(
+    "path, value, message", EDITS, ids=[f"{p}={v!r}"[:40] for p, v, _ in EDITS]
+)
+def test_an_edited_checkpoint_is_refused_naming_the_file_and_what_is_wrong(
+    tmp_path, two_epochs, path, value, message
+):
+    state = torch.load(two_epochs, weights_only=True)
+    torch.save(_edit(state, path, value), tmp_path / "edited.pt")
+    with pytest.raises(GdTorchError) as error:
+        load_checkpoint(tmp_path / "edited.pt")
+    assert message in str(error.value) and "edited.pt" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_advice_to_load_it_unsafely(tmp_path):
+    torch.save({"model": RunsCode(), "epoch": 0}, tmp_path / "malicious.pt")
+    with pytest.raises(GdTorchError) as error:
+        load_checkpoint(tmp_path / "malicious.pt")
+    message = str(error.value)
+    assert "malicious.pt is not a readable checkpoint" in message and "never unpickles" in message
+    assert "weights_only" not in message and "trust" not in message
+    assert not os.path.exists("/tmp/gd_torch-was-run")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "analyze", "train --resume"])
+def test_every_command_that_reads_a_checkpoint_refuses_an_edited_one_in_one_line(
+    tmp_path, two_epochs, command, capsys
+):
+    from gd_torch.cli import main
+    from tests.test_handwriting import draw
+
+    state = torch.load(two_epochs, weights_only=True)
+    run_dir = create_run_directory(tmp_path, "edited")
+    torch.save(_edit(state, "settings/hidden_sizes", 16), run_dir / "edited.pt")
+    draw("1", (40, 40), (10, 5, 30, 35), 5, True).save(tmp_path / "one.png")
+    arguments = {
+        "eval": ["eval", str(run_dir / "edited.pt")],
+        "predict": ["predict", str(run_dir / "edited.pt"), str(tmp_path / "one.png")],
+        "analyze": ["analyze", str(run_dir / "edited.pt")],
+        "train --resume": ["train", "--resume", str(run_dir / "edited.pt")],
+    }[command]
+    with pytest.raises(SystemExit) as exit:
+        main(arguments)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "edited.pt holds settings this gd_torch cannot use" in err

@@ -1,9 +1,12 @@
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from gd_torch.core.data import Split, activations, load_mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
-from gd_torch.core.mnist_files import MNIST_FILES, raw_folder
+from gd_torch.core.mnist_files import MNIST_FILES, check_report, raw_folder
 from tests.fakes import synthetic_digits
 
 
@@ -118,3 +121,82 @@ def test_a_part_of_a_split_keeps_images_labels_and_pixels_together():
     )
     assert torch.equal(part.targets, split.targets[3:7])
     assert Split(split.images, labels)[:2].pixels is None  # images given as floats have no pixels
+
+
+def _legacy(root, train_images, train_labels, test_images=None, test_labels=None):
+    """torchvision's legacy layout: (images, labels) in MNIST/processed/{training,test}.pt."""
+    folder = root / "MNIST" / "processed"
+    folder.mkdir(parents=True, exist_ok=True)
+    test_images, test_labels = (
+        synthetic_digits(200, seed=2) if test_images is None else (test_images, test_labels)
+    )
+    torch.save((train_images, train_labels), folder / "training.pt")
+    torch.save((test_images, test_labels), folder / "test.pt")
+
+
+def test_legacy_files_that_differ_from_raw_are_refused_not_read_silently(fake_mnist_root):
+    _legacy(fake_mnist_root, *synthetic_digits(50, seed=7))  # what torchvision would read instead
+    with pytest.raises(GdTorchError) as error:
+        load_mnist(str(fake_mnist_root), download=False)
+    message = str(error.value)
+    assert "processed/training.pt (torchvision's legacy layout" in message
+    assert "holds 50 training images that differ from the 600 of" in message
+    lines, problem = check_report(fake_mnist_root)  # check-data describes what training reads
+    assert "training reads" in lines[0] and "50 images" in lines[1] and problem == message
+
+
+def test_legacy_files_alone_are_read_checked_and_named_as_the_source(tmp_path):
+    _legacy(tmp_path, *synthetic_digits(300, seed=7))
+    data = load_mnist(str(tmp_path), download=False)
+    assert len(data.train) == 300 and "processed (torchvision's legacy layout" in data.source
+    lines, problem = check_report(tmp_path)
+    assert problem is None and "sound, but not the official MNIST" in lines[1]
+    assert lines[-1] == "both legacy files are present and sound; 2 differ from the official MNIST."
+
+
+def test_legacy_files_equal_to_raw_are_read(fake_mnist_root):
+    _legacy(fake_mnist_root, *synthetic_digits(600, seed=1))
+    assert torch.equal(
+        load_mnist(str(fake_mnist_root), download=False).train.labels, synthetic_digits(600, 1)[1]
+    )
+
+
+@pytest.mark.parametrize(
+    "images, labels, problem",
+    [
+        (torch.zeros(5, 28, 28), torch.zeros(5, dtype=torch.int64), "images are a torch.float32"),
+        (
+            torch.zeros(5, 27, 28, dtype=torch.uint8),
+            torch.zeros(5),
+            "images are (27, 28), not 28x28",
+        ),
+        (torch.zeros(0, 28, 28, dtype=torch.uint8), torch.zeros(0), "it holds no images"),
+        (
+            torch.zeros(5, 28, 28, dtype=torch.uint8),
+            torch.zeros(4),
+            "one integer label for each of",
+        ),
+        (torch.zeros(5, 28, 28, dtype=torch.uint8), torch.full((5,), 12), "label 12 out of range"),
+        (torch.zeros(5, 28, 28, dtype=torch.uint8), torch.full((5,), -1), "label -1 out of range"),
+    ],
+)
+def test_what_is_loaded_is_checked_whatever_file_it_came_from(tmp_path, images, labels, problem):
+    _legacy(tmp_path, images, labels)
+    with pytest.raises(GdTorchError, match=re.escape(problem)):
+        load_mnist(str(tmp_path), download=False)
+    assert check_report(tmp_path)[1] is not None
+
+
+def test_a_legacy_file_of_python_objects_is_not_unpickled(tmp_path):
+    _legacy(tmp_path, *synthetic_digits(10, seed=7))
+    torch.save({"not": Path("a tensor")}, tmp_path / "MNIST" / "processed" / "training.pt")
+    with pytest.raises(GdTorchError, match="holds Python objects other than tensors"):
+        load_mnist(str(tmp_path), download=False)
+
+
+def test_a_download_that_would_replace_present_files_is_refused(fake_mnist_root):
+    (raw_folder(fake_mnist_root) / "t10k-labels-idx1-ubyte").unlink()
+    before = {p.name: p.read_bytes() for p in raw_folder(fake_mnist_root).iterdir()}
+    with pytest.raises(GdTorchError, match="lacks t10k-labels-idx1-ubyte, and torchvision's"):
+        load_mnist(str(fake_mnist_root), download=True)
+    assert {p.name: p.read_bytes() for p in raw_folder(fake_mnist_root).iterdir()} == before

@@ -99,3 +99,17 @@ def test_the_first_step_whose_cost_is_not_finite_is_named():
         ):
             for step, batch_cost in enumerate(costs, start=1):
                 guard.check_step(step, torch.tensor(batch_cost), network)
+
+
+def test_an_epoch_whose_steps_all_round_away_is_said_and_a_learning_one_is_not(tmp_path, data):
+    """η = 1e-30 is a valid float32 number, but η ∂C/∂w is far below the spacing of float32
+    near any weight: every step rounds away, and the run says so instead of "training"."""
+    for rate, says_so in ((1e-30, True), (3.0, False)):
+        out = io.StringIO()
+        train(
+            *split(epochs=1, learning_rate=rate, runs_dir=str(tmp_path / str(rate)), image_every=0),
+            data=data,
+            out=out,
+        )
+        note = "note: epoch 1 changed no weight or bias: at learning rate 1e-30 every SGD step"
+        assert (note in out.getvalue()) == says_so, out.getvalue()

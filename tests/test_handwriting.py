@@ -2,6 +2,7 @@
 predict."""
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image, ImageDraw
 from gd_torch import train
 from gd_torch.cli import main
 from gd_torch.core.errors import GdTorchError
-from gd_torch.tools.handwriting import prepare, read_grayscale
+from gd_torch.tools.handwriting import LONG_SIDE, prepare, read_grayscale
 from tests.configs import split
 
 
@@ -192,3 +193,94 @@ def test_predict_bad_input_is_one_line(checkpoint, tmp_path, capsys, args):
         and "not found" in message
         and message.count("\n") == 1
     )
+
+
+def _in_mode(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` (an 8-bit gray drawing) in any Pillow mode, its levels kept."""
+    levels = np.asarray(image)
+    if mode == "I":  # 32-bit integers holding 16-bit levels, as Pillow opens some 16-bit files
+        return Image.fromarray(levels.astype(np.int32) * 257)
+    if mode in ("I;16", "I;16B"):  # 16-bit, as a 16-bit PNG or TIFF holds it
+        words = (levels.astype(np.uint16) * 257).astype("<u2" if mode == "I;16" else ">u2")
+        return Image.frombytes(mode, image.size, words.tobytes())
+    if mode == "F":  # floating point in 0..1
+        return Image.fromarray(levels.astype(np.float32) / 255)
+    if mode in ("La", "RGBa"):  # premultiplied alpha
+        return image.convert(mode[:-1] + "A").convert(mode)
+    return image.convert(mode)
+
+
+MODES = [
+    "1",
+    "L",
+    "LA",
+    "La",
+    "P",
+    "PA",
+    "RGB",
+    "RGBA",
+    "RGBa",
+    "RGBX",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+    "I",
+    "I;16",
+    "I;16B",
+    "F",
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_pillow_mode_and_bit_depth_gives_the_same_digit(mode):
+    from gd_torch.tools.handwriting import _brightness
+
+    image = draw("1", (80, 100), (30, 10, 50, 90), 14, dark_on_light=True)
+    reference = prepare(as_gray(image))
+    prepared = prepare(torch.from_numpy(_brightness(_in_mode(image, mode))))
+    assert ink_box(prepared) == ink_box(reference)
+    assert (prepared - reference).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize(
+    "mode, suffix",
+    [("I;16", ".png"), ("F", ".tiff"), ("CMYK", ".jpg"), ("P", ".gif"), ("1", ".bmp")],
+)
+def test_files_of_other_depths_and_formats_are_read(tmp_path, mode, suffix):
+    image = draw("1", (80, 100), (30, 10, 50, 90), 14, dark_on_light=True)
+    _in_mode(image, mode).save(tmp_path / f"digit{suffix}")
+    prepared = prepare(read_grayscale(tmp_path / f"digit{suffix}"))
+    assert (prepared - prepare(as_gray(image))).abs().mean() < 0.04  # JPEG blurs a little
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded_and_a_large_jpeg_is_read_small(tmp_path):
+    Image.new("1", (12_000, 12_000), 1).save(tmp_path / "huge.png")  # 144 MP, 2 MB on disk
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        with pytest.raises(GdTorchError, match=r"is 12000x12000 pixels: gd_torch reads images of"):
+            read_grayscale(tmp_path / "huge.png")
+        big = Image.new("L", (9_000, 6_000), 255)
+        ImageDraw.Draw(big).line([(4_500, 1_000), (4_500, 5_000)], fill=0, width=400)
+        big.save(tmp_path / "big.jpg")
+        gray = read_grayscale(tmp_path / "big.jpg")
+    assert max(gray.shape) <= LONG_SIDE
+    assert ink_box(prepare(gray))[0] >= 19  # the digit is still there
+
+
+def test_show_never_replaces_a_file_that_is_there(checkpoint, tmp_path, capsys):
+    draw("1", (60, 60), (20, 10, 40, 50), 6, dark_on_light=True).save(tmp_path / "digit.png")
+    (tmp_path / "digit.prepared.png").write_bytes(b"the user's own")
+    main(["predict", str(checkpoint), str(tmp_path / "digit.png"), "--show"])
+    assert (tmp_path / "digit.prepared.png").read_bytes() == b"the user's own"
+    assert (
+        f"what the network saw (28x28): {tmp_path / 'digit.prepared-2.png'}"
+        in capsys.readouterr().out
+    )
+    with Image.open(tmp_path / "digit.prepared-2.png") as shown:
+        assert shown.size == (28, 28)
+
+
+def test_a_folder_is_not_an_image(tmp_path):
+    with pytest.raises(GdTorchError, match="is a folder, not an image"):
+        read_grayscale(tmp_path)

@@ -266,6 +266,7 @@ def test_summary_files_hold_every_copy_and_the_mean_and_std_per_rate(fake_mnist_
         (["--compile"], "--compile is not supported by gd-torch sweep"),
         (["--time-budget", "60"], "--time-budget is not supported by gd-torch sweep"),
         (["--momentum", "0.5"], "--momentum is not supported by gd-torch sweep"),
+        (["--threads", "1000000000"], "--threads 1000000000 is more than the"),
     ],
 )
 def test_bad_sweep_options_are_one_line_errors(arguments, message, capsys, tmp_path):
@@ -284,3 +285,51 @@ def test_sweep_settings_vary_only_seed_and_rate():
     assert {(c.hidden_sizes, c.batch_size) for c in configs} == {((8,), 3)}
     with pytest.raises(GdTorchError):
         sweep_settings(base, [])
+
+
+def test_a_diverging_copy_stops_alone_and_the_others_train_on_and_are_saved(tmp_path):
+    """``gd-torch sweep --learning-rates 1e6 3``: the η = 1e6 copy diverges in its first steps."""
+    out = io.StringIO()
+    result = sweep(
+        TrainingSettings(epochs=2),
+        RunOptions(runs_dir=str(tmp_path), image_every=0, log_every=20),
+        [0, 1],
+        [1e6, 3.0],
+        data=synthetic_mnist(600, 200),
+        out=out,
+    )
+    rows = list(csv.DictReader((result.sweep_dir / "summary.csv").open()))
+    for config, final, row in zip(result.settings, result.finals, rows):
+        run_dir = result.sweep_dir / row["run_dir"]
+        if config.learning_rate == 1e6:
+            assert all(math.isnan(final[name]) for name in FINAL_METRICS)
+            assert int(row["diverged_at_step"]) >= 1 and not (run_dir / "last.pt").exists()
+            assert (
+                f"copy η 1e+06 seed {config.seed} diverged at step {row['diverged_at_step']}"
+                in out.getvalue()
+            )
+        else:
+            assert final["test_accuracy"] > 0.2 and row["diverged_at_step"] == ""
+            assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2  # trained on, and saved
+    summary = (result.sweep_dir / "summary.md").read_text()
+    assert "| 1e+06 | 2 | 2 |" in summary and "| 3 | 2 | 0 |" in summary
+    assert "diverged: η 1e+06 seed 0 at step" in summary
+    hint = out.getvalue().split("Hint: start a new run with a smaller --learning-rate (e.g. ")[1]
+    assert float(hint.split(")")[0]) <= 3.0  # a rate that trains, not one that diverges too
+
+
+def test_a_sweep_whose_every_copy_diverges_ends_with_status_3_and_its_summary(tmp_path):
+    from gd_torch.core.guard import Diverged
+
+    with pytest.raises(Diverged, match="every copy diverged") as diverged:
+        sweep(
+            TrainingSettings(epochs=1),
+            RunOptions(runs_dir=str(tmp_path), image_every=0),
+            [0],
+            [1e6, 1e7],
+            data=synthetic_mnist(600, 200),
+            out=io.StringIO(),
+        )
+    assert diverged.value.exit_code == 3
+    (sweep_dir,) = tmp_path.iterdir()
+    assert (sweep_dir / "summary.csv").exists()

@@ -5,6 +5,7 @@ summary, printed and in the log (TEXT tab, ``analysis/summary``).
 
 import dataclasses
 import io
+import math
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -26,11 +27,26 @@ from gd_torch.core import manual
 from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint, settings_of
 from gd_torch.core.data import Mnist, Split
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.files import refuse_to_replace, require_writable, write_file
 from gd_torch.core.loop import prepare_data, seeded_generators
 from gd_torch.core.model import Network
 from gd_torch.core.settings import TrainingSettings
 from gd_torch.core.trajectory import FILE_NAME, Trajectory
 
+FIGURES = (  # <name>.png and analysis/<name>, in the order drawn
+    "first_layer_weights",
+    "first_layer_gradient",
+    "sensitivity_histogram",
+    "one_weight",
+    "noise",
+    "confusion_matrix",
+    "misclassified",
+    "hidden_layers",
+    "cost_surface",  # these two need the run's trajectory.pt
+    "cost_line",
+    "gradient_quality",
+    "nudges",
+)
 HIDDEN_VIEW_DIGITS = 4
 MISTAKES_SHOWN = 24
 DESCENT_STEPS = 12
@@ -58,14 +74,21 @@ def analyze(
     out = out or sys.stdout  # looked up now, so that a redirected sys.stdout is used
     if top < 1:
         raise GdTorchError(f"--top must be a positive integer, not {top}")
-    if one_weight_rate is not None and not one_weight_rate > 0:
-        raise GdTorchError(f"--one-weight-rate must be a number > 0, not {one_weight_rate}")
+    if one_weight_rate is not None and not (math.isfinite(one_weight_rate) and one_weight_rate > 0):
+        raise GdTorchError(f"--one-weight-rate must be a finite number > 0, not {one_weight_rate}")
     check_grid(grid_size, surface_digits)
     if gradient_draws < 1:
         raise GdTorchError(f"--gradient-draws must be a positive integer, not {gradient_draws}")
     state = load_checkpoint(checkpoint)
     trained, config = network_from_checkpoint(state, checkpoint)
     options = settings_of(state, checkpoint)[1]
+    weights = sum(layer.weight.numel() for layer in trained.layers)
+    if top > weights:
+        raise GdTorchError(f"--top {top} is more than the network's {weights:,} weights")
+    run_dir = Path(checkpoint).parent
+    for name in FIGURES:  # before the work, not after it: what may not be replaced, or written
+        refuse_to_replace(run_dir / f"{name}.png")
+    require_writable(run_dir)
     options = dataclasses.replace(
         options, data_root=data_root or options.data_root, download=download
     )
@@ -151,7 +174,7 @@ def write_figures(
                 png, format="png", dpi=figures.DPI
             )  # drawn once: the file and TensorBoard get the same pixels
             written[name] = run_dir / f"{name}.png"
-            written[name].write_bytes(png.getvalue())
+            write_file(written[name], png.getvalue())
             writer.add_image(
                 f"analysis/{name}",
                 np.asarray(Image.open(png).convert("RGB")),

@@ -7,7 +7,17 @@ from torch import Tensor
 
 from gd_torch.core.cost import one_hot
 from gd_torch.core.errors import GdTorchError
-from gd_torch.core.mnist_files import check_files, raw_folder, where_files_go
+from gd_torch.core.mnist_files import (
+    LEGACY,
+    MNIST_FILES,
+    check_files,
+    check_loaded,
+    legacy_against_raw,
+    legacy_files,
+    raw_folder,
+    read_legacy,
+    where_files_go,
+)
 
 
 def activations(pixels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -61,24 +71,38 @@ class Mnist:
     train: Split
     test: Split
     validation: Split | None = None
+    source: str = ""  # the files the digits were read from (load_mnist), for the start line
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Mnist":
         validation = None if self.validation is None else self.validation.to(device, dtype)
-        return Mnist(self.train.to(device, dtype), self.test.to(device, dtype), validation)
+        return Mnist(
+            self.train.to(device, dtype), self.test.to(device, dtype), validation, self.source
+        )
 
     def head(self, count: int) -> "Mnist":
         """The first ``count`` examples of each split (``--dry-run``)."""
         validation = None if self.validation is None else self.validation[:count]
-        return Mnist(self.train[:count], self.test[:count], validation)
+        return Mnist(self.train[:count], self.test[:count], validation, self.source)
 
 
 def _read(root: str, train: bool, download: bool) -> Split:
+    """One split as torchvision.datasets.MNIST reads it, checked: the legacy processed/ file when
+    there is one (read as torchvision reads it, ``torch.load`` of tensors only), else raw/."""
     import torchvision  # imported here: it takes a second, and most commands never need it
 
+    split = "training" if train else "test"
+    legacy = legacy_files(root)
+    if legacy:
+        images, labels = read_legacy(legacy[not train])
+        if problem := legacy_against_raw(root, split, images, labels):
+            raise GdTorchError(problem)
+        return Split.from_pixels(images.reshape(len(images), 28 * 28), labels.long())
     try:
         dataset = torchvision.datasets.MNIST(root, train=train, download=download)
+    except OSError:
+        raise  # said by the command line's one place for OS errors
     except Exception as error:
-        # torchvision raises RuntimeError, URLError, OSError, ... when it cannot get the files
+        # torchvision raises RuntimeError, URLError, ... when it cannot get the files
         reason = (
             "could not be downloaded" if download else "is not there and --no-download was given"
         )
@@ -86,6 +110,9 @@ def _read(root: str, train: bool, download: bool) -> Split:
         raise GdTorchError(
             f"MNIST {reason} ({detail}): {where_files_go(root)}, or set --data-root / GD_TORCH_DATA"
         ) from None
+    check_loaded(
+        dataset.data, dataset.targets, str(raw_folder(root) / MNIST_FILES[2 * (not train)].name)
+    )
     return Split.from_pixels(
         dataset.data.reshape(len(dataset.data), 28 * 28), dataset.targets.long()
     )
@@ -94,18 +121,27 @@ def _read(root: str, train: bool, download: bool) -> Split:
 def load_mnist(root: str, download: bool = True, validation_size: int = 0) -> Mnist:
     """The 60,000 training and 10,000 test digits; the last ``validation_size`` training images
     are held out as a validation set (Nielsen uses 10,000, leaving 50,000 to train on)."""
-    if raw_folder(root).exists() or not download:
-        check_files(root, missing_ok=download)
+    legacy = legacy_files(root)
+    missing = [file.name for file in MNIST_FILES if not (raw_folder(root) / file.name).is_file()]
+    if download and not legacy and 0 < len(missing) < len(MNIST_FILES):
+        raise GdTorchError(
+            f"{raw_folder(root)} lacks {', '.join(missing)}, and torchvision's download of MNIST "
+            "would replace the files that are there too: put the missing ones beside them, or "
+            "move the folder away"
+        )
+    if raw_folder(root).exists() or not (download or legacy):
+        check_files(root, missing_ok=download or bool(legacy))
     train, test = _read(root, True, download), _read(root, False, download)
     if validation_size >= len(train):
         raise GdTorchError(
             f"--validation-size {validation_size} leaves no training images "
             f"(there are {len(train)})"
         )
+    source = f"{legacy[0].parent} ({LEGACY})" if legacy else str(raw_folder(root))
     if validation_size == 0:
-        return Mnist(train, test)
+        return Mnist(train, test, source=source)
     keep = len(train) - validation_size
-    return Mnist(train[:keep], test, train[keep:])
+    return Mnist(train[:keep], test, train[keep:], source)
 
 
 def shuffled_order(num_examples: int, generator: torch.Generator) -> Tensor:

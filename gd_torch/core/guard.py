@@ -1,10 +1,11 @@
 """Stopping a run early without losing it: on Ctrl-C / SIGTERM, and when it diverges.
 
-Ctrl-C (SIGINT) or SIGTERM only asks the run to stop: the current SGD step finishes, then
-``train`` writes last.pt (mid-epoch too, so --resume continues bit for bit), flushes
-TensorBoard and exits with 128 + the signal number (130, 143). A second signal of the same
-kind stops at once, leaving the previous checkpoint. (Under torchrun a Ctrl-C reaches the
-workers twice, as SIGINT from the terminal and as SIGTERM from the torchrun agent: one stop.)
+Ctrl-C (SIGINT), SIGTERM, SIGHUP, SIGUSR1 or SIGUSR2 only ask the run to stop
+(``gd_torch.core.signals``): the current SGD step finishes, then ``train`` writes last.pt
+(mid-epoch too, so --resume continues bit for bit), flushes TensorBoard and exits with 128 + the
+signal number (130, 143). A second signal of the same kind stops at once, leaving the previous
+checkpoint. (Under torchrun a Ctrl-C reaches the workers twice, as SIGINT from the terminal and as
+SIGTERM from the torchrun agent: one stop.)
 
 Divergence: a non-finite cost, or weights that went non-finite or beyond ±1e20, stop the run
 (exit status 3) before any of them is saved. Weights that large mean SGD has blown up (with
@@ -24,19 +25,19 @@ weights every step would add ~115 µs.
 """
 
 import math
-import signal
-import threading
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from gd_torch.core import signals
+from gd_torch.core.cost import COST_SCALES
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.model import Network
 from gd_torch.core.settings import TrainingSettings
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LARGEST_WEIGHT = 1e20
+DEFAULT_RATE = TrainingSettings().learning_rate  # trains stably: the defaults' search and tests
 
 
 class Interrupted(GdTorchError):
@@ -54,7 +55,7 @@ class Diverged(GdTorchError):
 
 
 class RunGuard:
-    """``with RunGuard(...) as guard:`` turns SIGINT/SIGTERM into ``guard.stop_signal``; checks
+    """``with RunGuard(...) as guard:`` turns stop signals into ``guard.stop_signal``; checks
     for divergence."""
 
     def __init__(
@@ -63,37 +64,34 @@ class RunGuard:
         self.settings, self.log_every, self.run_dir = settings, log_every, run_dir
         self.cost_every = 1 if device.type == "cpu" else log_every
         self.epoch = 0  # set by the epoch loop, for the messages
-        self.stop_signal: int | None = None
-        self._previous_handlers = {}
+        self._signals = None
 
     def __enter__(self) -> "RunGuard":
-        if (
-            threading.current_thread() is threading.main_thread()
-        ):  # Python delivers signals to the main thread only
-            for number in STOP_SIGNALS:
-                self._previous_handlers[number] = signal.signal(number, self._request_stop)
+        self._signals = signals.training(lambda n: "; " + self.kept("kept the last checkpoint,"))
+        self._signals.__enter__()
         return self
 
     def __exit__(self, *exception) -> None:
-        for number, handler in self._previous_handlers.items():
-            signal.signal(number, handler)
+        self._signals.__exit__(*exception)
 
-    def _request_stop(self, number: int, frame) -> None:
-        if self.stop_signal == number:  # asked twice: stop now; last.pt is replaced atomically
-            raise SystemExit(128 + number)
-        self.stop_signal = self.stop_signal or number
+    @property
+    def stop_signal(self) -> int | None:
+        """The stop signal received during the run, or None."""
+        return signals.requested() if self._signals is not None else None
+
+    def kept(self, saved: str = "saved") -> str:
+        """What a stop leaves: the last checkpoint written, and how to continue from it."""
+        last = None if self.run_dir is None else self.run_dir / "last.pt"
+        if last is None:
+            return "nothing saved (no run directory)"
+        if not last.exists():
+            return f"no checkpoint had been written yet in {self.run_dir}"
+        return f"{saved} {last}; continue with: gd-torch train --resume {self.run_dir}"
 
     def interrupted(self, step: int, batches_done: int) -> Interrupted:
-        name = signal.Signals(self.stop_signal).name
-        saved = (
-            f"saved {self.run_dir / 'last.pt'}; continue with: gd-torch train --resume "
-            f"{self.run_dir}"
-            if self.run_dir
-            else "nothing saved (no run directory)"
-        )
         return Interrupted(
-            f"stopped by {name} after step {step} ({batches_done} batches into "
-            f"epoch {self.epoch}); {saved}",
+            f"stopped by {signals.name(self.stop_signal)} after step {step} ({batches_done} "
+            f"batches into epoch {self.epoch}); {self.kept()}",
             self.stop_signal,
         )
 
@@ -134,25 +132,68 @@ class RunGuard:
                 step,
             )
 
+    def learned_nothing(self, weights_before: list[Tensor], network: Network) -> str | None:
+        """A note when an epoch of SGD steps left every weight and bias exactly as it was: each
+        step η ∂C/∂w was below half the float spacing of w, so it rounded away (a learning rate
+        of 1e-20 in float32 is valid and trains nothing)."""
+        if not all(torch.equal(p, w) for p, w in zip(network.parameters(), weights_before)):
+            return None
+        return (
+            f"note: epoch {self.epoch} changed no weight or bias: at learning rate "
+            f"{self.settings.learning_rate_at(self.epoch):g} every SGD step rounds away in "
+            f"{self.settings.dtype}; choose a larger --learning-rate"
+        )
+
     def _diverged(self, what: str, step: int) -> Diverged:
-        settings = self.settings
-        learning_rate = settings.learning_rate_at(self.epoch)
         last = None if self.run_dir is None else self.run_dir / "last.pt"
         kept = (
             f"the last good checkpoint, {last}, is kept"
             if last and last.exists()
             else "no checkpoint had been written yet"
         )
-        decay = (
-            f" or --weight-decay (now {settings.weight_decay:g})" if settings.weight_decay else ""
-        )
         return Diverged(
             f"diverged at step {step} (epoch {self.epoch}, learning rate "
-            f"{learning_rate:g}): {what}; {kept}. Hint: start a new run with a "
-            f"smaller --learning-rate (e.g. {settings.learning_rate / 4:g}){decay}"
+            f"{self.settings.learning_rate_at(self.epoch):g}): {what}; {kept}. "
+            f"{divergence_hint(self.settings)}"
         )
+
+
+def divergence_hint(settings: TrainingSettings) -> str:
+    """What to try instead, with a learning rate that does not diverge for a reason known now.
+
+    With weight decay λ and momentum μ, the decay alone is the recursion v ← μv + λw,
+    w ← w − ηv, which shrinks w only while ηλ < 2(1 + μ): at and beyond it the weights grow
+    geometrically whatever the gradient. The rate suggested is a quarter of this one, at most
+    half that bound, and at most the default rate in this cost convention, slowed by momentum
+    (the steps of momentum μ add up to 1/(1 − μ) times one step), which trains stably.
+    """
+    rate, decay, momentum = settings.learning_rate, settings.weight_decay, settings.momentum
+    candidates = [rate / 4, DEFAULT_RATE / COST_SCALES[settings.cost] * (1 - momentum)]
+    explanation = ""
+    if decay:
+        bound = 2 * (1 + momentum) / decay
+        candidates.append(bound / 2)
+        if rate >= bound:
+            explanation = (
+                f" (η λ = {rate * decay:g} ≥ {2 * (1 + momentum):g}: the weight decay alone makes "
+                f"the weights grow at every step whatever the gradient; η must stay below "
+                f"{bound:.3g})"
+            )
+    decay_hint = f" or --weight-decay (now {decay:g})" if decay else ""
+    return (
+        f"Hint: start a new run with a smaller --learning-rate (e.g. {min(candidates):.3g})"
+        f"{decay_hint}{explanation}"
+    )
 
 
 def _all_sane(tensors) -> bool:
     """Every value finite and within ±LARGEST_WEIGHT (NaN fails the comparison too)."""
     return all(bool((tensor.abs() <= LARGEST_WEIGHT).all()) for tensor in tensors)
+
+
+def sane_copies(stacked: list[Tensor]) -> Tensor:
+    """For K networks stacked on a leading dimension (gd_torch.tools.stacked): which copies have
+    every value finite and within ±LARGEST_WEIGHT, a (K,) bool tensor."""
+    return torch.stack(
+        [(t.abs() <= LARGEST_WEIGHT).flatten(start_dim=1).all(1) for t in stacked]
+    ).all(0)

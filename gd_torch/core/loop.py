@@ -12,9 +12,11 @@ the same steps through the fast path instead (gd_torch.core.compiled), chosen on
 starts.
 """
 
+import contextlib
 import functools
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,15 +27,17 @@ from typing import IO
 import torch
 from torch import Tensor
 
-from gd_torch.core import compiled, distributed
+from gd_torch.core import compiled, distributed, signals
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.core.data import Mnist, Split, load_mnist, shuffled_order
 from gd_torch.core.engines import ENGINES
-from gd_torch.core.errors import GdTorchError
+from gd_torch.core.errors import GdTorchError, os_error_message
 from gd_torch.core.evaluate import evaluate, measure
+from gd_torch.core.files import writing_run_directory
 from gd_torch.core.guard import Diverged, RunGuard
+from gd_torch.core.memory import require_network_memory
 from gd_torch.core.model import Network
-from gd_torch.core.resume import Progress, load_resumable, restore
+from gd_torch.core.resume import Progress, load_resumable, restore, run_directory_to_resume
 from gd_torch.core.run import Callback, Run
 from gd_torch.core.run_dir import (
     create_run_directory,
@@ -129,6 +133,17 @@ def resolve_device(name: str) -> torch.device:
     if not available[name]:
         raise GdTorchError(f"--device {name} is not available on this machine")
     return torch.device(name)
+
+
+def set_threads(threads: int) -> None:
+    """torch.set_num_threads, refusing more threads than this machine has CPUs (they would only
+    slow PyTorch down)."""
+    if threads > (os.cpu_count() or 1):
+        raise GdTorchError(
+            f"--threads {threads} is more than the {os.cpu_count()} CPUs of this machine "
+            "(more threads than CPUs only slow PyTorch down)"
+        )
+    torch.set_num_threads(threads)
 
 
 def seeded_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
@@ -232,8 +247,15 @@ def train(
     or checkpoint) continues that run in its own directory. With ``options.runs_dir`` None
     nothing is written. Under torchrun every rank runs this; only rank 0 prints and writes.
     """
+    with contextlib.ExitStack() as locks:  # the run directory is locked while this writes it
+        return _train(settings, options, data, network, optimizer, callbacks, resume, out, locks)
+
+
+def _train(
+    settings, options, data, network, optimizer, callbacks, resume, out, locks
+) -> TrainResult:
     settings, options = settings or TrainingSettings(), options or RunOptions()
-    torch.set_num_threads(options.threads)
+    set_threads(options.threads)
     if distributed.launched_by_torchrun() and options.compile:
         raise GdTorchError(
             "--compile is not supported under torchrun: a compiled step holds "
@@ -244,7 +266,15 @@ def train(
     if not leader:
         out = io.StringIO()  # only rank 0 prints
     out = out or sys.stdout
-    resumed_dir, checkpoint = load_resumable(resume, settings, options) if resume else (None, None)
+    resumed_dir, checkpoint = (run_directory_to_resume(resume), None) if resume else (None, None)
+    if resume and leader:  # locked before it is read: no other process then writes it
+        locks.enter_context(writing_run_directory(resumed_dir))
+    if resume:
+        resumed_dir, checkpoint = load_resumable(resume, settings, options)
+    if network is None:  # before the data is read: a network that cannot fit is refused at once
+        require_network_memory(
+            settings.layer_sizes, settings.torch_dtype, device, settings.batch_size
+        )
     data = prepare_data(settings, options, device, data)
     init_generator, order_generator = seeded_generators(settings.seed)
     if network is None:
@@ -258,17 +288,35 @@ def train(
     compute_gradients = ENGINES[settings.engine]
     if distributed.world_size() > 1:  # each rank takes its shard; ∇C is all-reduced
         compute_gradients = distributed.data_parallel(compute_gradients)
-    done = restore(checkpoint, network, optimizer, order_generator) if checkpoint else Progress()
+    batches_per_epoch = -(-len(data.train) // settings.batch_size)
+    done = (
+        restore(checkpoint, network, optimizer, order_generator, batches_per_epoch)
+        if checkpoint
+        else Progress()
+    )
 
     run_dir = None
     if leader and options.runs_dir is not None:
         run_dir = resumed_dir or create_run_directory(
             options.runs_dir, options.run_name or default_run_name(settings, options.dry_run)
         )
+        if not resumed_dir:
+            locks.enter_context(writing_run_directory(run_dir))
+        signals.leaving(
+            f" before training started: {run_dir} holds "
+            + ("its last checkpoint" if done.step else "no checkpoint")
+        )
+
+    def write_run_files() -> None:
+        """config.json and versions.json; a resumed run rewrites them only once its first new
+        checkpoint is saved, so that a failed save leaves the run's directory as it was."""
         write_json(
             run_dir / "config.json", {"settings": to_dict(settings), "options": to_dict(options)}
         )
         write_json(run_dir / "versions.json", library_versions() | {"device": str(device)})
+
+    if run_dir is not None and not resumed_dir:
+        write_run_files()
     epochs = 1 if options.dry_run else settings.epochs
     guard = RunGuard(settings, options.log_every, device, run_dir)
     run = Run(
@@ -292,7 +340,9 @@ def train(
     print(
         f"gd-torch train: {'-'.join(map(str, settings.layer_sizes))} network, "
         f"{sum(p.numel() for p in network.parameters()):,} weights and biases, "
-        f"{len(data.train):,} training images, device {device}, run {run_dir or '(none written)'}\n"
+        f"{len(data.train):,} training images"
+        + (f" from {data.source}" if data.source else "")
+        + f", device {device}, run {run_dir or '(none written)'}\n"
         f"{describe(settings, options)}\nSGD steps: {steps_taken_by}",
         file=out,
         flush=True,
@@ -302,9 +352,11 @@ def train(
 
     result = TrainResult(run_dir, network, optimizer, run.history, done.best_accuracy, best_by)
     skip = done.batches_done
-    sgd_seconds = done.history[-1]["sgd_seconds"] if done.history else 0.0  # for --time-budget
+    sgd_seconds = done.history[-1].get("sgd_seconds", 0.0) if done.history else 0.0  # budget
+    run_files_written = resumed_dir is None
 
     def save(name: str, epoch: int, order_state: Tensor, batches_done: int) -> None:
+        nonlocal run_files_written
         if run_dir is not None:
             save_checkpoint(
                 run_dir / name,
@@ -322,6 +374,9 @@ def train(
                     history=run.history,
                 ),
             )
+            if not run_files_written:
+                write_run_files()
+                run_files_written = True
 
     with guard:
         try:
@@ -337,6 +392,7 @@ def train(
                 epoch_start, skip = run.step - skip, 0
                 run.batches = math.ceil(len(order) / settings.batch_size)
                 run.notify("on_epoch_start")
+                weights_before = [p.detach().clone() for p in network.parameters()]
                 run_epoch(order)
                 sgd_seconds += time.perf_counter() - started
                 if run.should_stop():  # Ctrl-C, SIGTERM or a callback, mid-epoch
@@ -355,19 +411,24 @@ def train(
                 result.best_accuracy = max(result.best_accuracy, metrics[best_by])
                 run.history.append({"epoch": epoch, "step": run.step} | metrics)
                 print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
+                if batches and (note := guard.learned_nothing(weights_before, network)):
+                    print(note, file=out, flush=True)
                 run.notify("on_epoch_end")
                 out_of_time = bool(options.time_budget) and sgd_seconds >= options.time_budget
                 if distributed.world_size() > 1:
                     out_of_time = distributed.any_rank(out_of_time)  # rank 0's clock may differ
-                stopping = run.should_stop() or out_of_time
                 order_state = order_generator.get_state()
-                if epoch % options.checkpoint_every == 0 or epoch == epochs or stopping:
+                due = epoch % options.checkpoint_every == 0 or epoch == epochs
+                if due:
                     save("last.pt", epoch, order_state, 0)
                 if improved:
                     save("best.pt", epoch, order_state, 0)
-                if guard.stop_signal is not None and stopping:
+                stopping = run.should_stop() or out_of_time  # also a signal during those saves
+                if stopping and not due:
+                    save("last.pt", epoch, order_state, 0)
+                if guard.stop_signal is not None and stopping and epoch < epochs:
                     raise guard.interrupted(run.step, 0)
-                if stopping:
+                if stopping and guard.stop_signal is None:
                     run.stop("the time budget" if out_of_time else "a callback asked to stop")
                     break
             result.stopped = run.stop_reason
@@ -380,9 +441,25 @@ def train(
                 if isinstance(error, Diverged)
                 else "failed"
             )
+            if isinstance(error, OSError):  # a full disk, a lost folder: say what is kept
+                raise GdTorchError(
+                    f"{os_error_message(error)}; the run stopped at step {run.step}; "
+                    + guard.kept("its last checkpoint is kept:")
+                ) from None
             raise
-        finally:
-            run.notify("on_run_end")
+        finally:  # after a failure, that failure is what is reported, not the log's next one
+            failing = run.outcome not in ("finished", "stopped")
+            with contextlib.suppress(OSError) if failing else contextlib.nullcontext():
+                run.notify("on_run_end")
+        late = guard.stop_signal
+    if late is not None:  # it came after the run's last check: nothing was left to stop
+        print(
+            f"{signals.name(late)} arrived as the run was ending, with nothing left to stop: "
+            f"everything is saved ({run_dir or 'nothing written'})",
+            file=out,
+            flush=True,
+        )
+    signals.leaving(f" after the run had finished ({run_dir or 'nothing written'})")
     saved = f"run saved in {run_dir}" if run_dir else "nothing written"
     if not run.history:
         print(

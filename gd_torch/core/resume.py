@@ -45,6 +45,14 @@ def checkpoint_path(run_dir_or_checkpoint: str | Path) -> Path:
     return path / "last.pt" if path.is_dir() else path
 
 
+def run_directory_to_resume(run_dir_or_checkpoint: str | Path) -> Path:
+    """The run directory a resume writes into: the checkpoint's folder."""
+    path = checkpoint_path(run_dir_or_checkpoint)
+    if not path.is_file():
+        raise GdTorchError(f"checkpoint {path} not found")
+    return path.parent
+
+
 def saved_settings(run_dir_or_checkpoint: str | Path) -> tuple[TrainingSettings, RunOptions]:
     """What the run was started with: what ``--resume`` continues with, unless told otherwise."""
     path = checkpoint_path(run_dir_or_checkpoint)
@@ -79,9 +87,18 @@ def load_resumable(
 
 
 def restore(
-    state: dict, network: Network, optimizer: torch.optim.Optimizer, order: torch.Generator
+    state: dict,
+    network: Network,
+    optimizer: torch.optim.Optimizer,
+    order: torch.Generator,
+    batches_per_epoch: int,
 ) -> Progress:
     """Put the checkpoint's weights, optimizer and RNG states back; returns how far it had come."""
+    if state["batches_done"] > batches_per_epoch:
+        raise GdTorchError(
+            f"the checkpoint has done {state['batches_done']} batches of its epoch "
+            f"{state['epoch'] + 1}, and an epoch of this data has {batches_per_epoch}"
+        )
     if state.get("optimizer_class", "SGD") != type(optimizer).__name__:
         raise GdTorchError(
             f"the checkpoint was trained with {state['optimizer_class']}, not "

@@ -6,7 +6,9 @@ import platform
 import time
 from pathlib import Path
 
-from gd_torch.core.errors import GdTorchError
+from gd_torch.core import signals
+from gd_torch.core.errors import GdTorchError, os_error_message
+from gd_torch.core.files import mark_run_directory, write_file
 from gd_torch.core.naming import label, single_run_names
 from gd_torch.core.settings import TrainingSettings
 
@@ -19,9 +21,9 @@ def default_run_name(settings: TrainingSettings, dry_run: bool = False) -> str:
 
 def create_run_directory(runs_dir: str | Path, name: str, timestamp: bool = True) -> Path:
     """A new directory ``runs_dir/<name>_<YYYYmmdd-HHMMSS>`` (``runs_dir/<name>`` without the
-    timestamp), never one that exists (a -2, -3 ... suffix is added). The name comes first so
-    that TensorBoard's legends and cards show what differs, and the names sort by it, then by
-    time."""
+    timestamp), never one that exists (a -2, -3 ... suffix is added), marked as gd_torch's own
+    (``gd_torch.core.files``). The name comes first so that TensorBoard's legends and cards show
+    what differs, and the names sort by it, then by time."""
     parent = Path(runs_dir)
     if parent.exists() and not parent.is_dir():
         raise GdTorchError(f"--runs-dir {parent} is a file, not a directory")
@@ -29,13 +31,15 @@ def create_run_directory(runs_dir: str | Path, name: str, timestamp: bool = True
     for attempt in range(1, 1000):
         path = parent / (stem if attempt == 1 else f"{stem}-{attempt}")
         try:
-            path.mkdir(parents=True)
+            with signals.protected():  # a stop waits: never a run directory without its marker
+                path.mkdir(parents=True)
+                mark_run_directory(path)
             return path
         except FileExistsError:
             continue
         except OSError as error:
             raise GdTorchError(
-                f"cannot create the run directory {path}: {error.strerror}"
+                f"cannot create the run directory {path}: {os_error_message(error)}"
             ) from None
     raise GdTorchError(f"could not find a free run directory name for {parent / stem}")
 
@@ -58,4 +62,4 @@ def library_versions() -> dict:
 
 
 def write_json(path: Path, values: dict) -> None:
-    path.write_text(json.dumps(values, indent=2, default=str) + "\n")
+    write_file(path, json.dumps(values, indent=2, default=str) + "\n")

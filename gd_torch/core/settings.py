@@ -152,6 +152,18 @@ class TrainingSettings:
             "weight_decay",
             f"a finite number >= 0 (and within {self.dtype})",
         )
+        # below the smallest normal number, η ∂C/∂w (or λw) rounds away against every weight
+        smallest = torch.finfo(DTYPES[self.dtype]).tiny
+        for name, value, least, meaning in (
+            ("learning_rate", self.learning_rate, "", "no step would change a weight"),
+            ("weight_decay", self.weight_decay, "0 or ", "it would do nothing (0 turns it off)"),
+        ):
+            _require(
+                value == 0 or value >= smallest,
+                name,
+                f"{least}at least {smallest:.3g}, the smallest normal {self.dtype} number: at "
+                f"{value:g} {meaning}",
+            )
         _require(
             _is_number(self.momentum) and 0 <= self.momentum < 1,
             "momentum",
@@ -239,6 +251,16 @@ class RunOptions:
     dry_run: bool = _option(False, "a quick check: 1 epoch on 1,000 training and 1,000 test images")
 
     def __post_init__(self):
+        _require(
+            isinstance(self.data_root, str) and self.data_root != "", "data_root", "a folder name"
+        )
+        _require(
+            self.runs_dir is None or (isinstance(self.runs_dir, str) and self.runs_dir != ""),
+            "runs_dir",
+            "a folder name",
+        )
+        for name in ("download", "compile", "dry_run"):
+            _require(isinstance(getattr(self, name), bool), name, "true or false")
         for name in ("threads", "log_every", "checkpoint_every"):
             _require(
                 _is_int(getattr(self, name)) and getattr(self, name) >= 1,
@@ -267,11 +289,13 @@ class RunOptions:
             "a finite number of seconds >= 0",
         )
         _require(
-            "/" not in self.run_name
+            isinstance(self.run_name, str)
+            and "/" not in self.run_name
             and "\\" not in self.run_name
-            and self.run_name not in (".", ".."),
+            and self.run_name not in (".", "..")
+            and self.run_name.isprintable(),
             "run_name",
-            "a plain name (no / or ..)",
+            "a plain name (no / or .., no control characters)",
         )
         _require(self.device in DEVICE_NAMES, "device", "one of " + ", ".join(DEVICE_NAMES))
         _require(self.compile in (None, True, False), "compile", "true, false or None (auto)")

@@ -50,7 +50,7 @@ from gd_torch.core.data import Mnist, shuffled_order
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import evaluate
 from gd_torch.core.guard import RunGuard
-from gd_torch.core.loop import prepare_data, resolve_device, sgd
+from gd_torch.core.loop import prepare_data, resolve_device, set_threads, sgd
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run
 from gd_torch.core.settings import RunOptions, TrainingSettings
@@ -230,7 +230,7 @@ def run_ends_row(data: Mnist, device: torch.device, log_dir: str) -> Row:
     """What the log writes once per run, each time into a new run directory: at its start
     (experiment, settings, graph, step 0) and at its end (PR curves, projector)."""
     settings = TrainingSettings()
-    options = RunOptions(data_root="")  # the default --image-every: step 0 draws its images
+    options = RunOptions()  # the data is given; the default --image-every: step 0 draws its images
     network = Network().to(device)
     runs = iter(range(1_000_000))
 
@@ -423,9 +423,15 @@ def run_bench(
     """Time every row on every device, print the table (or JSON) to ``out``; returns the report.
     ``end_to_end`` (with the CPU among the devices): also the whole default run and the compile
     of each engine at each batch size, in new processes (gd_torch.tools.bench_run)."""
-    if repeats < 1 or threads < 1 or tutorial_examples < 1:
-        raise GdTorchError("--repeats, --threads and --tutorial-examples must be positive integers")
-    torch.set_num_threads(threads)
+    for name, value in (
+        ("--repeats", repeats),
+        ("--threads", threads),
+        ("--tutorial-examples", tutorial_examples),
+        *(("--batch-sizes", size) for size in batch_sizes),
+    ):
+        if value < 1:
+            raise GdTorchError(f"{name} must be positive integers, not {value}")
+    set_threads(threads)
     options = RunOptions(data_root=data_root, download=download, threads=threads)
     devices = devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     report = {

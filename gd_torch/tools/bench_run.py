@@ -155,7 +155,7 @@ def prepared_run(
     """The default run's state at ``batch_size`` as ``gd-torch train`` prepares it, with its epoch
     (the reference loop, or the compiled one with ``compile``) and the generator of its orders."""
     settings = TrainingSettings(engine=engine, batch_size=batch_size)
-    options = RunOptions(data_root="", compile=compile, image_every=0)
+    options = RunOptions(compile=compile, image_every=0)  # the data is given: no data_root
     init_generator, order_generator = seeded_generators(settings.seed)
     network = Network(settings.layer_sizes, settings.init, init_generator).to(device)
     optimizer = sgd(settings)(network)

@@ -20,6 +20,8 @@ import torch
 
 from gd_torch.api import train
 from gd_torch.core.data import Mnist, load_mnist
+from gd_torch.core.errors import GdTorchError
+from gd_torch.core.memory import require_network_memory
 from gd_torch.core.settings import RunOptions, TrainingSettings
 from gd_torch.tools.sweep import sweep
 
@@ -57,8 +59,22 @@ def bench_sweep(
     epochs: int = 1,
     out=sys.stdout,
 ) -> None:
+    for name, values in (
+        ("--copies", copies),
+        ("--train-images", [train_images]),
+        ("--epochs", [epochs]),
+    ):
+        if min(values) < 1:
+            raise GdTorchError(f"{name} must be positive integers, not {min(values)}")
+    require_network_memory(
+        TrainingSettings().layer_sizes, torch.float32, torch.device("cpu"), copies=max(copies)
+    )
     torch.set_num_threads(1)
     full = load_mnist(data_root, download=False)
+    if train_images > len(full.train):
+        raise GdTorchError(
+            f"--train-images {train_images} is more than the {len(full.train):,} training images"
+        )
     data = Mnist(
         full.train[:train_images], full.test[: train_images // 6]
     )  # MNIST's 6:1, as in a default epoch

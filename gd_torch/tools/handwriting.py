@@ -10,43 +10,100 @@ a 20x20 box, and placed in a 28x28 field so that their centre of mass is at the 
     → centre of mass to row 14, column 14 of 28x28
 """
 
+import io
+import math
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gd_torch.core.errors import GdTorchError
+from gd_torch.core.errors import GdTorchError, os_error_message
+from gd_torch.core.files import write_new_file
 
 FIELD = 28  # MNIST's image side
 BOX = 20  # the longer side of the digit inside the field
 # pixels at least this bright (after the background is taken away) count as ink when cropping
 INK = 0.1
+MAX_PIXELS = 64_000_000  # decoded at most (256 MB as RGBA); larger images are refused
+LONG_SIDE = 2048  # larger images are reduced to this before the digit is found: 20 pixels remain
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
 def read_grayscale(path: str | Path) -> Tensor:
-    """The image at ``path`` as (height, width) brightness in [0, 1]; transparent pixels count as
-    white."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """The image at ``path`` as (height, width) brightness in [0, 1], at most LONG_SIDE on its
+    longer side; transparent pixels count as white.
 
+    Any image Pillow reads, in any mode: 1-bit, 8-bit gray or palette, RGB, CMYK, YCbCr, with or
+    without alpha, and 16- and 32-bit integer or floating-point pixels (scaled by their range).
+    Memory stays bounded: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size when that is still
+    larger than LONG_SIDE (``draft``), an image beyond MAX_PIXELS is refused before decoding, and
+    a large one is reduced before it becomes floats.
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    if path.is_dir():
+        raise GdTorchError(f"{path} is a folder, not an image")
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the size is checked below
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGBA")
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore")  # Pillow's notes on palettes, EXIF, ... are not errors
+            image.draft(None, (LONG_SIDE, LONG_SIDE))
+            if image.width * image.height > MAX_PIXELS:
+                raise GdTorchError(
+                    f"{path} is {image.width}x{image.height} pixels: gd_torch reads images of up "
+                    f"to {MAX_PIXELS // 1_000_000} megapixels (a digit needs 28x28): scale it down"
+                )
+            gray = torch.from_numpy(_brightness(_reduced(ImageOps.exif_transpose(image))))
     except FileNotFoundError:
         raise GdTorchError(f"image {path} not found") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise GdTorchError(
-            f"{path} is not an image that PIL can read ({type(error).__name__})"
-        ) from None
-    white = Image.new("RGBA", image.size, "white")
-    gray = Image.alpha_composite(white, image).convert("L")
-    return (
-        torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8)
-        .reshape(gray.height, gray.width)
-        .float()
-        / 255
-    )
+    except PermissionError as error:
+        raise GdTorchError(f"cannot read the image {os_error_message(error)}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:  # Pillow's ways to refuse
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise GdTorchError(f"{path} is not an image that Pillow can read ({detail})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return gray
+
+
+def _reduced(image):
+    """At most LONG_SIDE on the longer side: each block of pixels averaged (``Image.reduce``),
+    before the image becomes floats, so that memory stays near the decoded image's."""
+    factor = math.ceil(max(image.size) / LONG_SIDE)
+    if factor <= 1:
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # modes reduce cannot average (1-bit, palettes): their colours first
+        numeric = image.mode in ("I", "F") or image.mode.startswith("I;")
+        return image.convert("F" if numeric else "RGBA").reduce(factor)
+
+
+def _brightness(image) -> np.ndarray:
+    """A Pillow image of any mode as float32 brightness in [0, 1], transparency as white."""
+    from PIL import Image
+
+    if image.mode in ("I", "F") or image.mode.startswith("I;"):  # numbers, not 8-bit levels
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), posinf=0.0, neginf=0.0)
+        if image.mode.startswith("I;16"):
+            low, high = 0.0, 65535.0
+        else:  # 16-bit PNGs open as "I" too; floats are often 0..1
+            high = next((top for top in (1.0, 255.0, 65535.0) if values.max() <= top), values.max())
+            low = min(0.0, values.min())
+        return ((values - low) / max(high - low, 1e-300)).astype(np.float32)
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha: back to plain colours first
+        image = image.convert(image.mode[:-1] + "A")
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    if image.mode not in ("L", "RGBA"):
+        image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, palettes, 1-bit: to screen colours
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255
 
 
 def prepare(gray: Tensor) -> Tensor:
@@ -114,8 +171,9 @@ def predict(
             + "  ".join(f"{j}:{a:.3f}" for j, a in enumerate(activations.tolist())),
             file=out,
         )
-        if show:
-            shown = path.with_name(f"{path.stem}.prepared.png")
-            Image.fromarray((field * 255).round().to(torch.uint8).numpy()).save(shown)
+        if show:  # beside the image, never over a file that is there (gd_torch.core.files)
+            png = io.BytesIO()
+            Image.fromarray((field * 255).round().to(torch.uint8).numpy()).save(png, "PNG")
+            shown = write_new_file(path.with_name(f"{path.stem}.prepared.png"), png.getvalue())
             print(f"  what the network saw (28x28): {shown}", file=out)
     return digits

@@ -16,12 +16,14 @@ parent directory of all the runs.
 import argparse
 import csv
 import io
+import itertools
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from gd_torch.core.errors import GdTorchError
+from gd_torch.core.files import write_file
 from gd_torch.core.presets import PRESETS, PUBLISHED, preset_settings
 from gd_torch.core.settings import ENGINE_NAMES, RunOptions, TrainingSettings, default_data_root
 
@@ -141,12 +143,21 @@ def reproduce(
     def overrides(engine: str) -> dict:
         return dict(engine=engine) | ({"epochs": epochs} if epochs else {})
 
-    group = [
-        configuration(name, **overrides(engine), seed=seed)
-        for name in names
-        for engine in engines
-        for seed in seeds
-    ]
+    for option, values in (("--configurations", names), ("--seeds", seeds), ("--engines", engines)):
+        if not values or len(set(values)) != len(values):  # a repeat would count twice
+            raise GdTorchError(f"{option} must be distinct values, at least one")
+    group = []  # every run, checked before the first one trains
+    for position, name in enumerate(names):
+        if name in TIME_MATCHED and TIME_MATCHED[name][1] not in names[:position]:
+            raise GdTorchError(
+                f"{name} needs {TIME_MATCHED[name][1]} earlier in --configurations, "
+                f"to know its time budget"
+            )
+        for engine, seed in itertools.product(engines, seeds):
+            try:
+                group.append(configuration(name, **overrides(engine), seed=seed))
+            except GdTorchError as error:
+                raise GdTorchError(f"{name}, engine {engine}, seed {seed}: {error}") from None
     parent = create_run_directory(runs_dir, "reproduce")
     root = TrainingLog(parent)  # HPARAMS: one experiment for all the runs, at their root
     root.experiment(group, varying(group))
@@ -157,13 +168,7 @@ def reproduce(
         for engine in engines:
             budget = 0.0
             if name in TIME_MATCHED:
-                reference = rows.get((TIME_MATCHED[name][1], engine))
-                if reference is None:
-                    raise GdTorchError(
-                        f"{name} needs {TIME_MATCHED[name][1]} earlier in --configurations, "
-                        f"to know its time budget"
-                    )
-                budget = statistics.mean(reference.sgd_seconds)
+                budget = statistics.mean(rows[TIME_MATCHED[name][1], engine].sgd_seconds)
             row = None
             for seed in seeds:
                 config = configuration(name, **overrides(engine), seed=seed)
@@ -202,11 +207,12 @@ def reproduce(
                 )
             rows[name, engine] = row
     table = markdown(list(rows.values()))
-    (parent / "reproduce.md").write_text(table)
-    with (parent / "reproduce.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(next(iter(rows.values())).values()))
-        writer.writeheader()
-        writer.writerows(row.values() for row in rows.values())
+    write_file(parent / "reproduce.md", table)
+    values = io.StringIO()
+    writer = csv.DictWriter(values, fieldnames=list(next(iter(rows.values())).values()))
+    writer.writeheader()
+    writer.writerows(row.values() for row in rows.values())
+    write_file(parent / "reproduce.csv", values.getvalue())
     print(
         f"\n{table}\ntable written to {parent / 'reproduce.md'} and reproduce.csv; "
         f"view the runs with: tensorboard --logdir {parent}",

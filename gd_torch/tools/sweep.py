@@ -16,12 +16,20 @@ at rounding level for hundreds of steps and grows over thousands.
 
 Under torchrun, rank r trains the r-th share of whole copies (gd_torch.tools.shards) and every
 rank returns every copy; ``train_copies`` is that for any list of per-copy settings.
+
+A copy that diverges (a cost that is not finite, weights beyond ±1e20: the checks of a single
+run, ``gd_torch.core.guard``) stops alone: it is marked diverged in the printed log, its own
+TensorBoard log (TEXT tab) and the summary, keeps its last good checkpoint, and takes no more
+steps (its η is 0), while the other copies train on and are saved.
 """
 
+import contextlib
 import csv
 import dataclasses
 import datetime
+import io
 import math
+import resource
 import signal
 import statistics
 import sys
@@ -31,14 +39,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from gd_torch.core import distributed
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.core.data import Mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
-from gd_torch.core.guard import Interrupted, RunGuard
-from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators, sgd
+from gd_torch.core.files import write_file, writing_run_directory
+from gd_torch.core.guard import Diverged, Interrupted, RunGuard, divergence_hint, sane_copies
+from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators, set_threads, sgd
+from gd_torch.core.memory import require_network_memory
 from gd_torch.core.model import Network
 from gd_torch.core.naming import group_labels, sweep_name, varying
 from gd_torch.core.run_dir import create_run_directory, library_versions, write_json
@@ -54,6 +65,9 @@ PER_COPY = ("seed", "learning_rate", "lr_schedule", "init")  # all else is share
 # How long a rank done with its share waits for the others: a crashed rank is noticed at once (its
 # connections close), and a slow one (more copies, a slower machine) is not a failure.
 GATHER_TIMEOUT = datetime.timedelta(days=7)
+FILES_PER_COPY = (
+    3  # open at once: its TensorBoard events file, its lock, a checkpoint being written
+)
 
 
 @dataclass
@@ -64,10 +78,11 @@ class CopyResult:
     run_dir: Path  # on the machine of the rank that trained it
     history: list[dict]  # its per-epoch metrics, as TrainResult.history
     network: Network  # trained, on the CPU
+    diverged_at: int | None = None  # the step at which it diverged, and stopped alone
 
     @property
     def final(self) -> dict:
-        return final_metrics(self.history)
+        return final_metrics(self.history, self.diverged_at is not None)
 
 
 @dataclass
@@ -103,6 +118,11 @@ def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[T
             raise GdTorchError(
                 f"--{name} must be distinct values, at least one (got {' '.join(map(str, values))})"
             )
+        for value in values:  # each as gd-torch train would check it
+            try:
+                dataclasses.replace(base, **{name.rstrip("s").replace("-", "_"): value})
+            except GdTorchError as error:
+                raise GdTorchError(f"--{name} {value}: {error}") from None
     return [
         dataclasses.replace(base, seed=seed, learning_rate=rate)
         for rate in learning_rates
@@ -176,7 +196,7 @@ def train_copies(
     if options.runs_dir is None:
         raise GdTorchError("a sweep writes its copies' runs: give it a runs_dir")
     started = time.perf_counter()
-    torch.set_num_threads(options.threads)
+    set_threads(options.threads)  # refuses more threads than CPUs
     device = distributed.start(resolve_device(options.device), GATHER_TIMEOUT)
     leader, rank, ranks = distributed.is_leader(), shards.rank(), distributed.world_size()
 
@@ -193,6 +213,15 @@ def train_copies(
     configs = shards.exchange(shards.together(plan if leader else list))[0]  # rank 0's plan
     widest = max(configs, key=lambda config: config.batch_size)  # must fit the training set
     data = shards.together(lambda: prepare_data(widest, options, device, data))
+    require_network_memory(
+        widest.layer_sizes, widest.torch_dtype, device, widest.batch_size, copies=len(configs)
+    )
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if open_files != resource.RLIM_INFINITY and FILES_PER_COPY * len(configs) + 64 > open_files:
+        raise GdTorchError(
+            f"{len(configs):,} copies keep {FILES_PER_COPY * len(configs):,} files open, and this "
+            f"process may open {open_files:,} (ulimit -n): sweep fewer seeds or rates at once"
+        )
 
     def sweep_directory() -> str:
         if resume is not None:
@@ -229,7 +258,10 @@ def train_copies(
         for k in finished_here
         if reporter[k] == rank
     }  # finished before: reported as they are
-    with RunGuard(configs[0], options.log_every, device, None) as guard:  # Ctrl-C, SIGTERM
+    with (
+        RunGuard(configs[0], options.log_every, device, None) as guard,  # Ctrl-C, SIGTERM
+        writing_run_directory(sweep_dir) if leader else contextlib.nullcontext(),  # one writer
+    ):
         report = train_share(
             held[rank], configs, found, checkpoints, sweep_dir, options, data, device, guard, out
         )
@@ -280,7 +312,9 @@ def collect(configs, held, reports, sweep_dir, seconds, command) -> SweepResult:
         for k, values in report["copies"].items():
             network = Network(configs[k].layer_sizes, configs[k].init, dtype=configs[k].torch_dtype)
             network.load_state_dict(values["model"])
-            results[k] = CopyResult(configs[k], Path(values["run_dir"]), values["history"], network)
+            results[k] = CopyResult(
+                configs[k], Path(values["run_dir"]), values["history"], network, values["diverged"]
+            )
     finished = {k for k, result in enumerate(results) if result is not None}
     lost = shards.missing_copies(held, reports, finished)
     if not lost:
@@ -344,9 +378,10 @@ def copy_directory(
     return run_dir
 
 
-def payload(run_dir: Path, history: list[dict], model: dict) -> dict:
-    """What a rank reports of a finished copy: its run, history and weights (on the CPU)."""
-    return {"run_dir": str(run_dir), "history": history, "model": model}
+def payload(run_dir: Path, history: list[dict], model: dict, diverged: int | None = None) -> dict:
+    """What a rank reports of a finished copy: its run, history and weights (on the CPU), and the
+    step at which it diverged, if it did."""
+    return {"run_dir": str(run_dir), "history": history, "model": model, "diverged": diverged}
 
 
 def header(configs, options, data, device, sweep_dir, held, resumed) -> str:
@@ -419,7 +454,34 @@ def train_stacked(
     ]  # one per copy, as gd-torch train keeps it
     train = data.train
     when = dict(cost=base.cost, last_epoch=epochs, image_every=options.image_every)
+    diverged: dict[int, int] = {}  # copy k: the step at which it diverged
+    cost_every = 1 if device.type == "cpu" else options.log_every  # as a single run's guard
+
+    def stop_diverged(sane: Tensor, what: str, epoch: int) -> None:
+        """Stop each copy that is not ``sane``, alone; the others train on."""
+        for k in (~sane).nonzero().flatten().tolist():
+            if k in diverged:
+                continue
+            diverged[k] = step
+            config, last = configs[k], run_dirs[k] / "last.pt"
+            kept = (
+                f"its last good checkpoint, {last}, is kept"
+                if last.exists()
+                else "no checkpoint had been written yet"
+            )
+            message = (
+                f"copy η {config.learning_rate:g} seed {config.seed} diverged at step {step} "
+                f"(epoch {epoch}): {what}; {kept}; the other copies train on. "
+                f"{divergence_hint(config)}"
+            )
+            print(prefix + message, file=out, flush=True)
+            logs[k].writer.add_text("diverged", message, step)
+            logs[k].writer.flush()
+
+    locks = contextlib.ExitStack()  # each copy's run directory is locked while it is written
     try:
+        for run_dir in run_dirs:
+            locks.enter_context(writing_run_directory(run_dir))
         if done == 0:  # step 0: the untrained copies
             untrained = measure(lambda split: evaluate_copies(stacked, split, base.cost), data)
             for config, run_dir, network, log, metrics in zip(
@@ -430,11 +492,15 @@ def train_stacked(
                 log.epoch_end(0, 0, metrics, network, data, **when)
         for epoch in range(done + 1, epochs + 1):
             started = time.perf_counter()
-            rates = torch.tensor(
-                [config.learning_rate_at(epoch) for config in configs],
-                device=device,
-                dtype=base.torch_dtype,
-            )  # η_k, (K,)
+            alive = torch.tensor([k not in diverged for k in range(len(configs))], device=device)
+            rates = (
+                torch.tensor(
+                    [config.learning_rate_at(epoch) for config in configs],
+                    device=device,
+                    dtype=base.torch_dtype,
+                )
+                * alive
+            )  # η_k, (K,); 0 for a diverged copy, which takes no more steps
             orders = torch.stack(
                 [
                     torch.cat(shuffled_batches(len(train), base.batch_size, order))
@@ -453,20 +519,39 @@ def train_stacked(
                 if options.snapshot_every and step % options.snapshot_every == 0:
                     for trajectory, point in zip(trajectories, stacked.points()):
                         trajectory.add(step, epoch - 1, point)
+                if step % cost_every == 0:
+                    stop_diverged(batch_costs.isfinite(), "its batch cost is not finite", epoch)
                 if guard.stop_signal is not None:  # Ctrl-C, SIGTERM: the last epoch's checkpoints
                     raise Interrupted(
                         f"stopped by {signal.Signals(guard.stop_signal).name} in epoch {epoch}",
                         guard.stop_signal,
                     )
                 if step % options.log_every == 0:
+                    stop_diverged(
+                        sane_copies(list(stacked.parameters())),
+                        "some weights or biases are not finite or beyond ±1e20",
+                        epoch,
+                    )
                     norms = stacked.gradient_norms().tolist()
-                    for log, *values in zip(logs, batch_costs.tolist(), norms, rates.tolist()):
-                        log.batch(step, *values)
+                    for k, (log, *values) in enumerate(
+                        zip(logs, batch_costs.tolist(), norms, rates.tolist())
+                    ):
+                        if k not in diverged:
+                            log.batch(step, *values)
             measured = measure(
                 lambda split: evaluate_copies(stacked, split, base.cost), data
             )  # all K at once
+            gradients = [p.grad for p in stacked.parameters() if p.grad is not None]
+            stop_diverged(
+                sane_copies([*stacked.parameters(), *gradients])
+                & torch.tensor([math.isfinite(m["train_cost"]) for m in measured], device=device),
+                "its weights, biases, gradients or training cost are not finite or beyond ±1e20",
+                epoch,
+            )  # before the epoch's checkpoints, as a single run's check_epoch
             seconds = time.perf_counter() - started  # for all K copies together
             for k, (config, network, log) in enumerate(zip(configs, networks, logs)):
+                if k in diverged:
+                    continue
                 metrics = measured[k] | {
                     "seconds": seconds,
                     "learning_rate": config.learning_rate_at(epoch),
@@ -502,23 +587,21 @@ def train_stacked(
                         history=histories[k],
                     ),
                 )
+            finals = [final_metrics(h, k in diverged) for k, h in enumerate(histories)]
             print(
-                prefix + epoch_line(epoch, epochs, configs, [h[-1] for h in histories], seconds),
-                file=out,
-                flush=True,
+                prefix + epoch_line(epoch, epochs, configs, finals, seconds), file=out, flush=True
             )
-        finals = [final_metrics(history) for history in histories]
-        for network, final, log in zip(networks, finals, logs):
-            finished = math.isfinite(final["train_cost"])
-            if finished:
+        for k, (network, log) in enumerate(zip(networks, logs)):
+            if k not in diverged:
                 log.final(step, network, data.test)
-            log.session_end("finished" if finished else "diverged")
+            log.session_end("diverged" if k in diverged else "finished")
     finally:
         for log in logs:
             log.close()
+        locks.close()
     return [
-        payload(run_dir, history, network.cpu().state_dict())
-        for run_dir, history, network in zip(run_dirs, histories, networks)
+        payload(run_dir, history, network.cpu().state_dict(), diverged.get(k))
+        for k, (run_dir, history, network) in enumerate(zip(run_dirs, histories, networks))
     ]
 
 
@@ -532,10 +615,15 @@ def summarize(result: SweepResult, options: RunOptions, out=sys.stdout) -> Sweep
             [copy.settings for copy in finished],
             [copy.run_dir for copy in finished],
             [copy.final for copy in finished],
+            {
+                k: copy.diverged_at
+                for k, copy in enumerate(finished)
+                if copy.diverged_at is not None
+            },
         )
         processes = distributed.world_size()
-        steps = max(copy.history[-1]["step"] for copy in finished)
-        epochs = max(copy.history[-1]["epoch"] for copy in finished)
+        ends = [copy.history[-1] for copy in finished if copy.history] or [dict(step=0, epoch=0)]
+        steps, epochs = max(end["step"] for end in ends), max(end["epoch"] for end in ends)
         print(
             f"{table}\n{len(finished)} copies in {result.seconds:.1f} s"
             + (f" on {processes} processes" if processes > 1 else "")
@@ -546,19 +634,23 @@ def summarize(result: SweepResult, options: RunOptions, out=sys.stdout) -> Sweep
         )
     if result.failure is not None:
         raise result.failure
+    diverged = {copy.diverged_at for copy in finished if copy.diverged_at is not None}
+    if finished and all(copy.diverged_at is not None for copy in finished):
+        raise Diverged(
+            f"every copy diverged (at steps {', '.join(map(str, sorted(diverged)))}); "
+            f"the summary is in {result.sweep_dir / 'summary.md'}. "
+            + divergence_hint(min(result.settings, key=lambda config: config.learning_rate))
+        )
     return result
 
 
-def final_metrics(history: list[dict]) -> dict:
+def final_metrics(history: list[dict], diverged: bool = False) -> dict:
     """FINAL_METRICS of a copy's last epoch; NaN when it diverged."""
+    if diverged or not history:
+        return dict.fromkeys(FINAL_METRICS, math.nan)
     last = history[-1]
-    best_test = max(h["test_accuracy"] for h in history)
     values = {name: last[name] for name in ("test_accuracy", "test_cost", "train_cost")}
-    values["best_test_accuracy"] = best_test
-    return {
-        name: values[name] if math.isfinite(last["train_cost"]) else math.nan
-        for name in FINAL_METRICS
-    }
+    return values | {"best_test_accuracy": max(h["test_accuracy"] for h in history)}
 
 
 def _by_rate(configs: list[TrainingSettings], values: list) -> dict[float, list]:
@@ -582,10 +674,7 @@ def epoch_line(
 ) -> str:
     """Test accuracy mean ± std over the seeds, per learning rate."""
     parts = []
-    for rate, accuracies in _by_rate(
-        configs,
-        [m["test_accuracy"] if math.isfinite(m["train_cost"]) else math.nan for m in metrics],
-    ).items():
+    for rate, accuracies in _by_rate(configs, [m["test_accuracy"] for m in metrics]).items():
         mean, std = mean_std(accuracies)
         diverged = sum(not math.isfinite(a) for a in accuracies)
         parts.append(
@@ -600,22 +689,30 @@ def epoch_line(
 
 
 def write_summary(
-    sweep_dir: Path, configs: list[TrainingSettings], run_dirs: list[Path], finals: list[dict]
+    sweep_dir: Path,
+    configs: list[TrainingSettings],
+    run_dirs: list[Path],
+    finals: list[dict],
+    diverged: dict[int, int] | None = None,
 ) -> str:
-    """summary.csv (one row per copy) and summary.md (mean ± std over the seeds per learning
-    rate); returns the Markdown."""
-    with open(sweep_dir / "summary.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["learning_rate", "seed", *FINAL_METRICS, "run_dir"])
-        for config, final, run_dir in zip(configs, finals, run_dirs):
-            writer.writerow(
-                [
-                    config.learning_rate,
-                    config.seed,
-                    *(final[name] for name in FINAL_METRICS),
-                    run_dir.name,
-                ]
-            )
+    """summary.csv (one row per copy, with the step it diverged at, if it did) and summary.md
+    (mean ± std over the seeds per learning rate, and the diverged copies); returns the
+    Markdown."""
+    diverged = diverged or {}
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["learning_rate", "seed", *FINAL_METRICS, "diverged_at_step", "run_dir"])
+    for k, (config, final, run_dir) in enumerate(zip(configs, finals, run_dirs)):
+        writer.writerow(
+            [
+                config.learning_rate,
+                config.seed,
+                *(final[name] for name in FINAL_METRICS),
+                diverged.get(k, ""),
+                run_dir.name,
+            ]
+        )
+    write_file(sweep_dir / "summary.csv", rows.getvalue())
     lines = [
         "| learning rate | seeds | diverged | " + " | ".join(FINAL_METRICS) + " |",
         "|---:" * (3 + len(FINAL_METRICS)) + "|",
@@ -629,10 +726,16 @@ def write_summary(
                 if name.endswith("accuracy")
                 else f"{mean:.4f} ± {std:.4f}"
             )
-        diverged = sum(not math.isfinite(final["train_cost"]) for final in group)
-        lines.append(f"| {rate:g} | {len(group)} | {diverged} | " + " | ".join(cells) + " |")
+        count = sum(not math.isfinite(final["train_cost"]) for final in group)
+        lines.append(f"| {rate:g} | {len(group)} | {count} | " + " | ".join(cells) + " |")
+    lines += [
+        f"\ndiverged: η {configs[k].learning_rate:g} seed {configs[k].seed} at step {at} "
+        f"({run_dirs[k].name})"
+        for k, at in sorted(diverged.items())
+    ]
     table = "\n".join(lines)
-    (sweep_dir / "summary.md").write_text(
-        f"Final metrics over the seeds (mean ± sample std), sweep {sweep_dir.name}\n\n{table}\n"
+    write_file(
+        sweep_dir / "summary.md",
+        f"Final metrics over the seeds (mean ± sample std), sweep {sweep_dir.name}\n\n{table}\n",
     )
     return table
