@@ -192,7 +192,7 @@ def _all_sane(tensors) -> bool:
 
 
 def sane_copies(stacked: list[Tensor]) -> Tensor:
-    """For K networks stacked on a leading dimension (gd_torch.tools.stacked): which copies have
+    """For K networks stacked on a leading dimension (gd_torch.core.stacked): which copies have
     every value finite and within ±LARGEST_WEIGHT, a (K,) bool tensor."""
     return torch.stack(
         [(t.abs() <= LARGEST_WEIGHT).flatten(start_dim=1).all(1) for t in stacked]
