@@ -9,6 +9,7 @@ that ``import gd_torch.cli`` stays light: the command line handles Ctrl-C before
 """
 
 import importlib
+from typing import Any
 
 _EXPORTS = {  # name: the module that defines it
     "train": "gd_torch.api",
@@ -42,7 +43,7 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'gd_torch' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

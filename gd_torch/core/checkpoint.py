@@ -27,7 +27,9 @@ import dataclasses
 import io
 import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 
@@ -51,7 +53,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
     zip writer, and the old checkpoint is kept whole."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_file(path, buffer.getbuffer())
+    write_file(path, buffer.getvalue())
 
 
 def training_checkpoint(
@@ -124,14 +126,14 @@ def load_checkpoint(path: str | Path) -> dict:
 def _validate(state: dict, path: Path) -> None:
     """Everything the loop, resume, eval, analyze and predict read from a checkpoint, checked."""
 
-    def refuse(problem: str) -> None:
+    def refuse(problem: str) -> NoReturn:
         raise GdTorchError(f"{path} is not a checkpoint gd_torch can use: {problem}")
 
     settings, options = settings_of(state, path)
     model = state["model"]
     if not isinstance(model, dict):
         refuse(f"its model is a {type(model).__name__}, not a dict of tensors")
-    expected = {}
+    expected: dict[str, tuple[int, ...]] = {}
     for l, (n_in, n_out) in enumerate(zip(settings.layer_sizes, settings.layer_sizes[1:])):
         expected[f"layers.{l}.weight"], expected[f"layers.{l}.bias"] = (n_out, n_in), (n_out,)
     if set(model) != set(expected):
@@ -198,7 +200,9 @@ def _validate(state: dict, path: Path) -> None:
             refuse(f"entry {number} of its history holds an accuracy outside [0, 1]")
 
 
-def _validate_optimizer(state: dict, shapes: list[tuple[int, ...]], refuse) -> None:
+def _validate_optimizer(
+    state: dict, shapes: list[tuple[int, ...]], refuse: Callable[[str], NoReturn]
+) -> None:
     """A torch.optim state_dict for the network's tensors (any optimizer: the Python API takes
     any), each per-tensor state a number or a tensor of that tensor's shape (or one number)."""
     optimizer = state["optimizer"]
@@ -210,7 +214,7 @@ def _validate_optimizer(state: dict, shapes: list[tuple[int, ...]], refuse) -> N
     for group in groups:
         if not isinstance(group, dict) or not isinstance(group.get("params"), list):
             refuse("a parameter group of its optimizer lists no params")
-        lr = group.get("lr")
+        lr: Any = group.get("lr")
         if not (_is_number(lr) or (_is_plain_tensor(lr) and lr.numel() == 1)) or not lr >= 0:
             refuse(f"a parameter group of its optimizer has the learning rate {lr!r}")
         indices += group["params"]
@@ -229,20 +233,20 @@ def _validate_optimizer(state: dict, shapes: list[tuple[int, ...]], refuse) -> N
                 refuse(f"its optimizer's {name} of tensor {index} does not fit that tensor")
 
 
-def _is_plain_tensor(value) -> bool:
+def _is_plain_tensor(value: object) -> bool:
     return isinstance(value, torch.Tensor) and value.layout == torch.strided
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_fraction(value) -> bool:
-    return _is_number(value) and 0 <= value <= 1
+def _is_fraction(value: object) -> bool:
+    return isinstance(value, int | float) and _is_number(value) and 0 <= value <= 1
 
 
 def _from_format_1(state: dict) -> dict:

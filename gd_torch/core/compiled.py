@@ -29,7 +29,7 @@ not bit for bit.
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import IO
+from typing import IO, Any
 
 import torch
 from torch import Tensor
@@ -52,7 +52,12 @@ INLINE_PRODUCT_LIMIT = 2**18  # multiply-adds: smaller matrix products become In
 AUTO_STEPS = 100_000
 
 
-def manual_pass(network: Network, images: Tensor, targets: Tensor, convention: str):
+LayerGradients = list[tuple[Tensor, Tensor]]  # [(∂C/∂W^l, ∂C/∂b^l) for l = 1..L]
+
+
+def manual_pass(
+    network: Network, images: Tensor, targets: Tensor, convention: str
+) -> tuple[LayerGradients, Tensor]:
     """([(∂C/∂W^l, ∂C/∂b^l) for each layer], C) by the manual twin (gd_torch.core.manual)."""
     zs, activations_ = manual.forward(network, images)
     return manual.backward(network, activations_, targets, convention), cost(
@@ -60,11 +65,13 @@ def manual_pass(network: Network, images: Tensor, targets: Tensor, convention: s
     )
 
 
-def autograd_pass(network: Network, images: Tensor, targets: Tensor, convention: str):
+def autograd_pass(
+    network: Network, images: Tensor, targets: Tensor, convention: str
+) -> tuple[LayerGradients, Tensor]:
     """The same pair by autograd's functional form: ∇ of C(θ) = cost(network with parameters θ);
     ``C.backward()`` cannot be captured in a graph."""
 
-    def batch_cost(parameters):
+    def batch_cost(parameters: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         weighted_output = functional_call(network, parameters, (images,), {"weighted_output": True})
         value = cost(weighted_output, targets, convention)
         return value, value.detach()
@@ -125,6 +132,8 @@ def choose(run: Run) -> tuple[bool, str]:
     steps = (run.settings.epochs - run.epoch) * math.ceil(
         len(run.data.train) / run.settings.batch_size
     )
+    if run.options.snapshot_every:  # a compiled call holds no weights between its steps
+        return False, "reference loop (--snapshot-every keeps the weights between steps)"
     if run.options.time_budget:  # the compile would take its seconds out of the budget
         return False, "reference loop (--time-budget counts the compile; --compile to force it)"
     if run.options.dry_run or steps < AUTO_STEPS:
@@ -147,7 +156,7 @@ def epoch_function(
     there on, the weights untouched (a compile fails before any step runs); with --compile it
     is an error."""
     group = plain_sgd_group(run.optimizer)
-    epoch_steps = _compiled_epoch_steps(run.settings.engine)
+    epoch_steps: Callable[..., list[Tensor]] | None = _compiled_epoch_steps(run.settings.engine)
     split, network, batch_size = run.data.train, run.network, run.settings.batch_size
     device, dtype = run.device, run.settings.torch_dtype
     full_batches = len(split) // batch_size
@@ -216,30 +225,30 @@ def _compile_failed(run: Run, failure: Exception, out: IO[str]) -> None:
     )
 
 
-def epoch_steps_function(engine: str):
+def epoch_steps_function(engine: str) -> Callable[..., list[Tensor]]:
     """The steps that the fast path compiles, as a plain function: for each mini-batch, gather,
     the engine's gradient pass, update."""
     gradient_pass = GRADIENT_PASSES[engine]
 
     def epoch_steps(
-        network,
-        images,
-        targets,
-        batches,
-        start,
-        stop,
-        batch_costs,
-        gradient_norms,
-        convention,
-        learning_rate,
-        weight_decay,
-    ):
+        network: Network,
+        images: Tensor,
+        targets: Tensor,
+        batches: Tensor,
+        start: Tensor,
+        stop: Tensor,
+        batch_costs: Tensor,
+        gradient_norms: Tensor,
+        convention: str,
+        learning_rate: float,
+        weight_decay: float,
+    ) -> list[Tensor]:
         """Steps start, ..., stop - 1 (0-d tensors) on the mini-batches ``batches[i]`` (rows of
         example indices); writes each one's C and ‖∇C‖ into ``batch_costs[i]`` and
         ``gradient_norms[i]``, and returns the last one's gradients."""
-        parameters = list(network.parameters())
+        parameters: list[Tensor] = list(network.parameters())
 
-        def step(i, *_):
+        def step(i: Tensor, *_: Tensor) -> tuple[Tensor, ...]:
             indices = batches.index_select(0, i.view(1)).squeeze(0)  # mini-batch i, (B,)
             layer_gradients, batch_cost = gradient_pass(
                 network,
@@ -284,11 +293,11 @@ def _mm(a: Tensor, b: Tensor) -> Tensor:
     return _inline_product(a, b) if _inlined(a, b) else NotImplemented
 
 
-def _addmm(bias: Tensor, a: Tensor, b: Tensor, *, beta=1, alpha=1) -> Tensor:
+def _addmm(bias: Tensor, a: Tensor, b: Tensor, *, beta: float = 1, alpha: float = 1) -> Tensor:
     return bias * beta + alpha * _inline_product(a, b) if _inlined(a, b) else NotImplemented
 
 
-def _inductor(graph, example_inputs):
+def _inductor(graph: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Any:
     """Inductor, with the small products inlined, and the code that calls the kernels (and runs
     the while loop) in C++: ``cpp_wrapper``."""
     decompositions = select_decomp_table() | {
@@ -304,7 +313,7 @@ def _inductor(graph, example_inputs):
 
 
 @functools.cache  # one compiled function per engine, reused by every run in the process
-def _compiled_epoch_steps(engine: str):
+def _compiled_epoch_steps(engine: str) -> Callable[..., list[Tensor]]:
     # It compiles to one graph (tests/test_compile.py checks). Not fullgraph=True: past
     # torch._dynamo's recompile limit (8 network, batch or setting shapes in one process) that
     # would raise, where this falls back to eager steps.

@@ -38,7 +38,7 @@ class Split:
     labels: Tensor
     pixels: Tensor | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.targets = one_hot(self.labels, self.images.dtype)
 
     @classmethod

@@ -26,6 +26,10 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
+
+from gd_torch.core.engines import Engine, filled_gradients
+from gd_torch.core.model import Network
 
 
 def launched_by_torchrun() -> bool:
@@ -71,11 +75,13 @@ def shard(batches: list[torch.Tensor]) -> list[torch.Tensor]:
     return [indices.tensor_split(size)[rank] for indices in batches]
 
 
-def data_parallel(compute_gradients):
+def data_parallel(compute_gradients: Engine) -> Engine:
     """The engine (from ENGINES) on this rank's shard of the batch (the images and targets of
     B_r), its .grad and cost all-reduced to the whole batch's. Only for world size > 1."""
 
-    def compute_shard_gradients(network, images, targets, convention):
+    def compute_shard_gradients(
+        network: Network, images: Tensor, targets: Tensor, convention: str
+    ) -> Tensor:
         parameters = list(network.parameters())
         if len(images) == 0:  # nothing to average: this rank adds zeros
             batch_cost = torch.zeros((), device=images.device, dtype=images.dtype)
@@ -84,7 +90,9 @@ def data_parallel(compute_gradients):
         else:
             batch_cost = compute_gradients(network, images, targets, convention)
         count = torch.ones(1, device=images.device, dtype=images.dtype)
-        message = torch.cat([p.grad.flatten() for p in parameters] + [batch_cost.reshape(1), count])
+        message = torch.cat(
+            [g.flatten() for g in filled_gradients(parameters)] + [batch_cost.reshape(1), count]
+        )
         message *= len(images)  # |B_r| (∇C_r, C_r, 1)
         dist.all_reduce(message)  # (Σ_r |B_r| ∇C_r, Σ_r |B_r| C_r, |B|)
         message = message[:-1] / message[-1]  # (∇C, C) of the whole batch

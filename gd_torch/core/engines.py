@@ -9,6 +9,9 @@ so the engines differ only in where the gradient comes from:
 Each maps (network, images (B, 784), targets (B, 10), cost convention) to C.
 """
 
+from collections.abc import Callable, Iterable
+from typing import cast
+
 from torch import Tensor
 
 from gd_torch.core.cost import cost
@@ -26,4 +29,14 @@ def autograd_gradients(
     return batch_cost.detach()
 
 
-ENGINES = {"manual": manual_gradients, "autograd": autograd_gradients}
+# (network, images, targets, cost convention) -> C, with ∇C in every .grad
+Engine = Callable[[Network, Tensor, Tensor, str], Tensor]
+ENGINES: dict[str, Engine] = {"manual": manual_gradients, "autograd": autograd_gradients}
+
+
+def filled_gradients(parameters: Iterable[Tensor]) -> list[Tensor]:
+    """Each parameter's .grad, as an engine has filled it (every one, after a gradient pass)."""
+    gradients = [parameter.grad for parameter in parameters]
+    if any(gradient is None for gradient in gradients):
+        raise RuntimeError("a gradient pass must fill every .grad before this")
+    return cast(list[Tensor], gradients)

@@ -48,7 +48,7 @@ OS_ERROR_REASONS = {
 def os_error_message(error: OSError, name_files: bool = True) -> str:
     """``<file>: <reason>`` for an OSError, in words, naming the file(s) when it knows them (and
     ``name_files``: a caller that names the file itself asks for the reason alone)."""
-    reason = OS_ERROR_REASONS.get(error.errno) or (error.strerror or str(error) or "").strip()
+    reason = OS_ERROR_REASONS.get(error.errno or 0) or (error.strerror or str(error) or "").strip()
     reason = reason or type(error).__name__
     files = [str(name) for name in (error.filename, error.filename2) if name not in (None, "")]
     return one_line(f"{' -> '.join(files)}: {reason}" if files and name_files else reason)

@@ -1,6 +1,7 @@
 """How good the network is on a set of digits: its average cost and the share it classifies
 right."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,10 +34,12 @@ def evaluate(network: Network, split: Split, convention: str, batch_size: int = 
     return Metrics.of(total_cost.item(), int(correct.item()), len(split))
 
 
-def measure(evaluate_split, data: Mnist) -> list[dict[str, float]]:
+def measure(
+    evaluate_split: Callable[[Split], list[Metrics]], data: Mnist
+) -> list[dict[str, float]]:
     """The per-epoch numbers, {train,test,validation}_{cost,accuracy}, for each network that
     ``evaluate_split`` (split -> [Metrics, one per network]) evaluates."""
-    per_network = []
+    per_network: list[dict[str, float]] = []
     for name, split in (
         ("train", data.train),
         ("test", data.test),
@@ -51,7 +54,7 @@ def measure(evaluate_split, data: Mnist) -> list[dict[str, float]]:
 
 
 def totals(
-    outputs, split: Split, convention: str, batch_size: int = 10_000
+    outputs: Callable[[Tensor], Tensor], split: Split, convention: str, batch_size: int = 10_000
 ) -> tuple[Tensor, Tensor]:
     """(Σ_x C_x, number classified right) over the split, chunk by chunk; () tensors for one
     network, (K,) for K stacked ones (gd_torch.core.stacked).

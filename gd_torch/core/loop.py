@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ from torch import Tensor
 from gd_torch.core import compiled, distributed, signals
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.core.data import Mnist, Split, load_mnist, shuffled_order
-from gd_torch.core.engines import ENGINES
+from gd_torch.core.engines import ENGINES, Engine
 from gd_torch.core.errors import GdTorchError, os_error_message
 from gd_torch.core.evaluate import evaluate, measure
 from gd_torch.core.files import writing_run_directory
@@ -57,7 +57,7 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     train: Split,
     batches: Sequence[Tensor],
-    compute_gradients=ENGINES["manual"],
+    compute_gradients: Engine = ENGINES["manual"],
     cost: str = "quadratic",
     finish_step: Callable[[Tensor], bool] | None = None,
 ) -> None:
@@ -76,7 +76,7 @@ def train_one_epoch(
 
 def epoch_function(
     run: Run,
-    compute_gradients=ENGINES["manual"],
+    compute_gradients: Engine = ENGINES["manual"],
     fast: bool | None = None,
     out: IO[str] | None = None,
 ) -> Callable[[Tensor], None]:
@@ -96,10 +96,10 @@ def epoch_function(
         fast = compiled.choose(run)[0]
     if fast:  # the same steps, up to a thousand to a compiled call
         return compiled.epoch_function(run, reference, out or sys.stdout)
-    return lambda order: reference(batches(order, run.settings.batch_size))
+    return lambda order: reference(mini_batches(order, run.settings.batch_size))
 
 
-def batches(order: Tensor, batch_size: int) -> Sequence[Tensor]:
+def mini_batches(order: Tensor, batch_size: int) -> Sequence[Tensor]:
     """The epoch's mini-batches of indices, in SGD's ``order``; under torchrun, this rank's
     shard of each (the examples it gathers; ∇C is all-reduced to the whole batch's)."""
     mini_batches = order.split(batch_size)
@@ -190,7 +190,7 @@ def sgd(settings: TrainingSettings) -> OptimizerFactory:
     def optimizer(network: Network) -> torch.optim.Optimizer:
         on_fused_device = next(network.parameters()).device.type in ("cpu", "cuda")
         fused = (on_fused_device and not settings.momentum) or None
-        groups = network.parameters()
+        groups: list[dict[str, Any]] = [{"params": list(network.parameters())}]
         if settings.weight_decay_on == "weights" and settings.weight_decay:
             groups = [
                 {"params": [layer.weight for layer in network.layers]},
@@ -252,7 +252,15 @@ def train(
 
 
 def _train(
-    settings, options, data, network, optimizer, callbacks, resume, out, locks
+    settings: TrainingSettings | None,
+    options: RunOptions | None,
+    data: Mnist | None,
+    network: Network | None,
+    make_optimizer: OptimizerFactory | None,
+    callbacks: Sequence[Callback],
+    resume: str | Path | None,
+    out: IO[str] | None,
+    locks: contextlib.ExitStack,
 ) -> TrainResult:
     settings, options = settings or TrainingSettings(), options or RunOptions()
     set_threads(options.threads)
@@ -266,10 +274,11 @@ def _train(
     if not leader:
         out = io.StringIO()  # only rank 0 prints
     out = out or sys.stdout
-    resumed_dir, checkpoint = (run_directory_to_resume(resume), None) if resume else (None, None)
-    if resume and leader:  # locked before it is read: no other process then writes it
-        locks.enter_context(writing_run_directory(resumed_dir))
+    resumed_dir: Path | None = None
+    checkpoint: dict | None = None
     if resume:
+        if leader:  # locked before it is read: no other process then writes it
+            locks.enter_context(writing_run_directory(run_directory_to_resume(resume)))
         resumed_dir, checkpoint = load_resumable(resume, settings, options)
     if network is None:  # before the data is read: a network that cannot fit is refused at once
         require_network_memory(
@@ -284,7 +293,7 @@ def _train(
             f"the network given is {network.sizes}, the settings say {settings.layer_sizes}"
         )
     network = network.to(device, settings.torch_dtype)
-    optimizer = (optimizer or sgd(settings))(network)
+    optimizer = (make_optimizer or sgd(settings))(network)
     compute_gradients = ENGINES[settings.engine]
     if distributed.world_size() > 1:  # each rank takes its shard; ∇C is all-reduced
         compute_gradients = distributed.data_parallel(compute_gradients)
@@ -310,6 +319,7 @@ def _train(
     def write_run_files() -> None:
         """config.json and versions.json; a resumed run rewrites them only once its first new
         checkpoint is saved, so that a failed save leaves the run's directory as it was."""
+        assert run_dir is not None
         write_json(
             run_dir / "config.json", {"settings": to_dict(settings), "options": to_dict(options)}
         )
@@ -411,7 +421,7 @@ def _train(
                 result.best_accuracy = max(result.best_accuracy, metrics[best_by])
                 run.history.append({"epoch": epoch, "step": run.step} | metrics)
                 print(epoch_line(epoch, epochs, metrics), file=out, flush=True)
-                if batches and (note := guard.learned_nothing(weights_before, network)):
+                if len(order) and (note := guard.learned_nothing(weights_before, network)):
                     print(note, file=out, flush=True)
                 run.notify("on_epoch_end")
                 out_of_time = bool(options.time_budget) and sgd_seconds >= options.time_budget

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from gd_torch.core.cost import cost, cost_gradient
-from gd_torch.core.model import Network
+from gd_torch.core.model import Layers, Network
 
 
 def sigmoid_prime(a: Tensor) -> Tensor:
@@ -51,7 +51,7 @@ def weighted_input(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.baddbmm(bias.unsqueeze(-2), a, weight.mT)
 
 
-def forward(network: Network, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+def forward(network: Layers, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     """(zs, activations) as Nielsen's ``backprop`` keeps them: the weighted inputs
     [z^1, ..., z^L] and the activations [a^0 = x, a^1, ..., a^L], each (n, n_l). The backward pass
     reads the activations (σ'(z) = a(1 − a)); the cost is computed from z^L."""
@@ -72,7 +72,7 @@ class Backpropagation(NamedTuple):
 
 
 def backpropagate(
-    network: Network, activations: list[Tensor], target: Tensor, convention: str
+    network: Layers, activations: list[Tensor], target: Tensor, convention: str
 ) -> Backpropagation:
     """BP1-BP4 for this batch; ``activations`` comes from ``forward`` and is only read, and
     ``target`` is the one-hot y (n, 10). Row x of ∂C/∂a^l and of δ^l is that of example x, with
@@ -105,7 +105,7 @@ def backpropagate(
 
 
 def backward(
-    network: Network, activations: list[Tensor], target: Tensor, convention: str
+    network: Layers, activations: list[Tensor], target: Tensor, convention: str
 ) -> list[tuple[Tensor, Tensor]]:
     """[(∂C/∂W^l, ∂C/∂b^l) for l = 1..L], the gradient of the cost C of this batch
     (``backpropagate``'s BP3 and BP4)."""

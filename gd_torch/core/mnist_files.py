@@ -72,11 +72,11 @@ def read_legacy(path: Path) -> tuple[Tensor, Tensor]:
         raise GdTorchError(f"{path} ({LEGACY}) is not a readable torch file ({detail})") from None
     if not isinstance(loaded, tuple | list) or len(loaded) != 2:
         raise GdTorchError(f"{path} ({LEGACY}) does not hold the pair (images, labels)")
-    check_loaded(*loaded, f"{path} ({LEGACY})")
+    check_loaded(loaded[0], loaded[1], f"{path} ({LEGACY})")
     return loaded[0], loaded[1]
 
 
-def check_loaded(images, labels, source: str) -> None:
+def check_loaded(images: object, labels: object, source: str) -> None:
     """Refuse MNIST as loaded unless it is N ≥ 1 images (N, 28, 28) of uint8 pixels and N
     integer labels in 0..9: whatever file it came from, this is what training would use."""
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 3:
@@ -187,7 +187,9 @@ def legacy_against_raw(root: str | Path, split: str, images: Tensor, labels: Ten
     """Why the legacy ``split`` ("training" or "test") must not be read: raw/ holds that split
     too, and different digits (torchvision would silently take the legacy ones); None when raw/
     lacks it or holds the same."""
-    legacy = legacy_files(root)[split == "test"]
+    files = legacy_files(root)
+    assert files is not None  # asked only when torchvision reads them
+    legacy = files[split == "test"]
     image_file, label_file = (raw_folder(root) / file.name for file in SPLITS[split])
     if not (image_file.is_file() and label_file.is_file()):
         return None

@@ -1,6 +1,8 @@
 """The network: every layer is a^l = σ(W^l a^{l-1} + b^l); the prediction is argmax a^L."""
 
 import math
+from collections.abc import Sequence
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +31,22 @@ def _nielsen_improved(weight: Tensor, bias: Tensor, generator: torch.Generator) 
     bias.normal_(0, 1, generator=generator)
 
 
+class Layer(Protocol):
+    """Layer l as the math reads it: W^l as ``weight`` and b^l as ``bias``."""
+
+    weight: Tensor
+    bias: Tensor
+
+    def __call__(self, a: Tensor) -> Tensor: ...  # W^l a + b^l
+
+
+class Layers(Protocol):
+    """A network as the math reads it, layer by layer: a Network, or K of them stacked."""
+
+    @property
+    def layers(self) -> Sequence[Layer]: ...
+
+
 INITIALIZATIONS = {
     "pytorch": _pytorch_default,
     "nielsen": _nielsen,
@@ -51,8 +69,12 @@ class Network(nn.Module):
     ):
         super().__init__()
         self.sizes = tuple(sizes)
-        self.layers = nn.ModuleList(
-            nn.Linear(n_in, n_out, dtype=dtype) for n_in, n_out in zip(self.sizes, self.sizes[1:])
+        self.layers = cast(
+            Sequence[Layer],  # an nn.ModuleList (its layers are the module's), read as the math's
+            nn.ModuleList(
+                nn.Linear(n_in, n_out, dtype=dtype)
+                for n_in, n_out in zip(self.sizes, self.sizes[1:])
+            ),
         )
         if generator is None:
             generator = torch.Generator().manual_seed(0)

@@ -10,6 +10,8 @@ so a run is called the same everywhere. A name lists settings in the order of
 """
 
 import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from gd_torch.core.settings import TrainingSettings
 
@@ -20,7 +22,7 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-SHORT_NAMES = {  # setting -> its tag in a name, from its value
+SHORT_NAMES: dict[str, Callable[[Any], str]] = {  # setting -> its tag in a name, from its value
     "hidden_sizes": lambda sizes: "h" + ("-".join(map(str, sizes)) or "none"),
     "init": lambda init: f"init-{init}",
     "cost": lambda cost: f"cost-{cost}",
@@ -54,7 +56,7 @@ def varying(group: list[TrainingSettings]) -> list[str]:
     return [name for name in SETTING_ORDER if len({getattr(s, name) for s in group}) > 1]
 
 
-def label(settings: TrainingSettings, names, seed_width: int = 0) -> str:
+def label(settings: TrainingSettings, names: Iterable[str], seed_width: int = 0) -> str:
     """``names``' tags joined by ``_``, in field order, the seed last (zero-padded to
     ``seed_width`` digits, so that names sort by seed); empty when ``names`` is."""
     names = set(names)

@@ -21,6 +21,7 @@ random-labels  the random-labels experiment (Zhang et al. 2017, "Understanding d
 """
 
 import dataclasses
+from typing import Any
 
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.settings import TrainingSettings
@@ -62,7 +63,7 @@ PUBLISHED = {
 }
 
 
-def preset_settings(name: str, **overrides) -> TrainingSettings:
+def preset_settings(name: str, **overrides: Any) -> TrainingSettings:
     """The settings of preset ``name``: the defaults, then the preset, then ``overrides``."""
     if name not in PRESETS:
         raise GdTorchError(f"unknown preset {name!r}; the presets are: {', '.join(PRESETS)}")

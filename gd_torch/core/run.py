@@ -90,8 +90,9 @@ class Run:
 
     @property
     def batch_cost(self) -> Tensor | None:
-        """The last step's mini-batch cost C (a 0-d tensor), before its update."""
-        return _pick(self._batch_costs, self._index)
+        """The last step's mini-batch cost C (a 0-d tensor), before its update; None before the
+        first step."""
+        return None if self._batch_costs is None else _pick(self._batch_costs, self._index)
 
     def gradient_norm(self) -> Tensor:
         """‖∇C‖ of the last step: from the fast path when it gave one, else from each .grad."""
@@ -128,7 +129,7 @@ class Run:
             self.step += finite
         if finite < len(batch_costs):
             self.step, self._index = self.step + 1, finite
-            self.guard.check_step(self.step, self.batch_cost, self.network)  # raises Diverged
+            self.guard.check_step(self.step, batch_costs[finite], self.network)  # raises Diverged
         self.guard.check_weights(first_step, self.step, self.network)
         return self.should_stop()
 
@@ -145,10 +146,10 @@ class Run:
             getattr(callback, event)(self)
 
 
-def _pick(values: Tensor | None, index: int) -> Tensor | None:
+def _pick(values: Tensor, index: int) -> Tensor:
     """The value of one step: a 0-d tensor as it is, else element ``index`` (made on demand: a
     view of each of a call's thousand costs would cost more than the loop that reads them)."""
-    return values if values is None or values.dim() == 0 else values[index]
+    return values if values.dim() == 0 else values[index]
 
 
 def gradient_norm(gradients: list[Tensor]) -> Tensor:
@@ -159,14 +160,15 @@ def gradient_norm(gradients: list[Tensor]) -> Tensor:
 class ProgressBar(Callback):
     """A tqdm bar per epoch on stderr (``gd-torch train`` shows it on a terminal)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.bar: tqdm | None = None
 
     def on_epoch_start(self, run: Run) -> None:
         self.bar = tqdm(total=run.batches, leave=False, unit="batch")
 
     def on_step_end(self, run: Run) -> None:
-        self.bar.update()
+        if self.bar is not None:
+            self.bar.update()
 
     def on_epoch_end(self, run: Run) -> None:
         self.close()

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ def default_data_root() -> str:
 def _option(
     default: Any = dataclasses.MISSING,
     help: str = "",
-    choices=None,
+    choices: Sequence[str] | None = None,
     default_factory: Any = dataclasses.MISSING,
     none: str = "None",
 ) -> Any:
@@ -107,7 +108,7 @@ class TrainingSettings:
         "that every seed of a sweep or a comparison trains on the same data",
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         for name in ("epochs", "batch_size"):
             _require(
@@ -250,7 +251,7 @@ class RunOptions:
     )
     dry_run: bool = _option(False, "a quick check: 1 epoch on 1,000 training and 1,000 test images")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(
             isinstance(self.data_root, str) and self.data_root != "", "data_root", "a folder name"
         )
@@ -259,7 +260,7 @@ class RunOptions:
             "runs_dir",
             "a folder name",
         )
-        for name in ("download", "compile", "dry_run"):
+        for name in ("download", "dry_run"):
             _require(isinstance(getattr(self, name), bool), name, "true or false")
         for name in ("threads", "log_every", "checkpoint_every"):
             _require(
@@ -280,8 +281,8 @@ class RunOptions:
         _require(
             not (self.compile and self.snapshot_every),
             "snapshot_every",
-            "0 with --compile (a compiled call takes 16 steps at once, so the weights between "
-            "them are never held; the snapshots after every epoch are kept)",
+            "0 with --compile (a compiled call takes up to a thousand steps at once, so the "
+            "weights between them are never held; the snapshots after every epoch are kept)",
         )
         _require(
             _is_number(self.time_budget) and self.time_budget >= 0,
@@ -335,20 +336,21 @@ def describe(settings: TrainingSettings, options: RunOptions) -> str:
     return "\n".join(lines)
 
 
-def _shown(value, f: dataclasses.Field) -> str:
+def _shown(value: object, f: dataclasses.Field) -> str:
     return f.metadata["none"] if value is None else str(value)
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _choices(kind: type, name: str) -> tuple:
-    return kind.__dataclass_fields__[name].metadata["choices"]
+    (field,) = [f for f in dataclasses.fields(kind) if f.name == name]
+    return field.metadata["choices"]
 
 
 def _require(ok: bool, name: str, what: str) -> None:

@@ -35,6 +35,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = tuple(
     getattr(signal, name)
@@ -46,10 +48,10 @@ STOP_SIGNALS = tuple(
 class _Lifetime:
     """The process's one record of stop requests (signal handlers are process-wide)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.command: str | None = None  # "gd-torch train" while the command line handles signals
         self.installs = 0  # nesting of handling() and training()
-        self.previous: dict[int, object] = {}
+        self.previous: dict[int, Any] = {}  # signal number -> the handler before ours
         self.training = 0  # nesting of training(): a first signal is then only a request
         self.requested: int | None = None  # the first stop signal of the current training run
         self.stopped_at_once: Callable[[int], str] = lambda number: ""  # what that leaves
@@ -141,7 +143,7 @@ def _uninstall() -> None:
         _life.previous.clear()
 
 
-def _handle(number: int, frame) -> None:
+def _handle(number: int, frame: FrameType | None) -> None:
     if number == getattr(signal, "SIGHUP", None):
         _detach_from_terminal()
     if _life.training and _life.requested != number:

@@ -12,6 +12,8 @@ own cost C_k, so ∂(Σ_j C_j)/∂W_k = ∂C_k/∂W_k.
 """
 
 import copy
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -20,9 +22,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from gd_torch.core import manual
 from gd_torch.core.cost import cost
 from gd_torch.core.data import Split
-from gd_torch.core.engines import ENGINES
+from gd_torch.core.engines import ENGINES, filled_gradients
 from gd_torch.core.evaluate import Metrics, totals
-from gd_torch.core.model import Network
+from gd_torch.core.model import Layer, Network
 from gd_torch.core.weight_space import parameters_at
 
 
@@ -35,10 +37,11 @@ class StackedNetworks(nn.Module):
         stacked, _ = stack_module_state(
             networks
         )  # {"layers.0.weight": (K, 16, 784), "layers.0.bias": (K, 16), ...}
-        self.layers = nn.ModuleList(nn.Module() for _ in networks[0].layers)
+        layers = nn.ModuleList(nn.Module() for _ in networks[0].layers)
         for name, value in stacked.items():
             _, index, kind = name.split(".")
-            self.layers[int(index)].register_parameter(kind, nn.Parameter(value.detach()))
+            layers[int(index)].register_parameter(kind, nn.Parameter(value.detach()))
+        self.layers = cast(Sequence[Layer], layers)  # layer l: W^l (K, n_l, n_{l-1}), b^l
         # Only the structure is needed (functional_call supplies the weights); a tuple keeps it
         # out of parameters().
         self._structure = (copy.deepcopy(networks[0]).to("meta"),)
@@ -49,7 +52,7 @@ class StackedNetworks(nn.Module):
         (K, P) (``gd_torch.core.weight_space``): e.g. a grid over a plane of the cost surface."""
         stacked = cls([Network(sizes, dtype=points.dtype)]).to(points.device)  # the layout
         values = iter(parameters_at(points, sizes))  # W^1 (K, n_1, n_0), b^1 (K, n_1), ...
-        for layer in stacked.layers:
+        for layer in cast(nn.ModuleList, stacked.layers):
             for kind in ("weight", "bias"):
                 layer.register_parameter(kind, nn.Parameter(next(values), requires_grad=False))
         return stacked
@@ -73,7 +76,7 @@ class StackedNetworks(nn.Module):
     def gradient_norms(self) -> Tensor:
         """‖∇C_k‖ over every weight and bias of copy k, for each k: (K,)."""
         return torch.stack(
-            [weights.grad.flatten(start_dim=1).norm(dim=1) for weights in self.parameters()]
+            [grad.flatten(start_dim=1).norm(dim=1) for grad in filled_gradients(self.parameters())]
         ).norm(dim=0)
 
     @torch.no_grad()
@@ -147,5 +150,5 @@ def sgd_step(
             parameters[:decayed], per_copy(1 - weight_decay * learning_rates)[:decayed]
         )  # w_k ← (1 − η_k λ) w_k
     torch._foreach_addcmul_(
-        parameters, per_copy(learning_rates), [weights.grad for weights in parameters], value=-1
+        parameters, per_copy(learning_rates), filled_gradients(parameters), value=-1
     )  # w_k ← w_k − η_k ∇C_k

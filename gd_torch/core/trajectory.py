@@ -118,9 +118,9 @@ def start_trajectory(
 class TrajectoryRecorder(Callback):
     """Keeps ``run_dir/trajectory.pt`` for a run that has a run directory (rank 0)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.trajectory: Trajectory | None = None
-        self.path: Path | None = None
+        self.path = Path()  # run_dir/trajectory.pt, once the run starts
 
     def on_run_start(self, run: Run) -> None:
         if run.run_dir is None:
@@ -145,4 +145,5 @@ class TrajectoryRecorder(Callback):
             self.trajectory.save(self.path)
 
     def _add(self, run: Run, epochs: int) -> None:
+        assert self.trajectory is not None  # started in on_run_start
         self.trajectory.add(run.step, epochs, point_of(run.network))
