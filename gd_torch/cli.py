@@ -124,9 +124,8 @@ def _bench(arguments) -> None:
     others = {name for options in BENCH_MODES.values() for name in options} - set(mine)
     wrong = [name for name in sorted(others) if getattr(arguments, name) is not None]
     if wrong:
-        where = mode if mode.startswith("without") else f"with {mode}"
         raise GdTorchError(
-            f"--{wrong[0].replace('_', '-')} does not apply to gd-torch bench {where}"
+            f"--{wrong[0].replace('_', '-')} does not apply to gd-torch bench {mode}"
         )
     given = {
         name: default if getattr(arguments, name) is None else getattr(arguments, name)

@@ -191,8 +191,8 @@ CASES = [
     ),
     Case(
         "unknown cost",
-        [*TRAIN, "--cost", "cross-entropy"],
-        "argument --cost: invalid choice: 'cross-entropy'",
+        [*TRAIN, "--cost", "hinge"],
+        "argument --cost: invalid choice: 'hinge'",
     ),
     Case(
         "empty hidden layer",

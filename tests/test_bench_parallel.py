@@ -48,7 +48,7 @@ def test_the_worker_reports_seconds_per_step_at_each_batch_size(fake_mnist_root,
         (["--rounds", "0"], "--rounds must be positive integers (got 0)"),
         (["--parallel-copies", "0"], "--parallel-copies must be positive integers (got 0)"),
         (["--parallel-batch-sizes", "10", "-1"], "--parallel-batch-sizes must be positive"),
-        (["--epochs", "0"], "--epochs must be positive integers (got 0)"),
+        (["--epochs", "0"], "--epochs must be a positive integer, not 0"),
     ],
 )
 def test_bad_numbers_are_refused_before_anything_runs(arguments, message, tmp_path, capsys):

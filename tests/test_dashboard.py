@@ -316,11 +316,11 @@ def test_histograms_stay_within_what_tensorboard_shows():
 
 
 def test_the_printed_tensorboard_command_asks_for_every_point_logged(tmp_path):
-    default = RunOptions(data_root="")
+    default = RunOptions()
     assert view_command(tmp_path, 360_000, 60, default) == (
         f"tensorboard --logdir {tmp_path} --samples_per_plugin scalars=3600"
     )
-    every_epoch = RunOptions(data_root="", image_every=1, log_every=1000)
+    every_epoch = RunOptions(image_every=1, log_every=1000)
     assert view_command(tmp_path, 360_000, 60, every_epoch) == (
         f"tensorboard --logdir {tmp_path} --samples_per_plugin images=61"
     )

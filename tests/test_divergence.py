@@ -81,7 +81,7 @@ def test_weights_blowing_up_with_a_finite_cost_stop_the_run(tmp_path, data, log_
     assert f"are not finite or beyond ±{LARGEST_WEIGHT:g}" in str(
         diverged.value
     ) and "or --weight-decay (now 1)" in str(diverged.value)
-    for path in tmp_path.glob("*/*.pt"):
+    for path in [*tmp_path.glob("*/last.pt"), *tmp_path.glob("*/best.pt")]:
         for tensor in load_checkpoint(path)["model"].values():
             assert tensor.abs().max() <= LARGEST_WEIGHT
 

@@ -269,7 +269,7 @@ def command_lines(draw) -> list[str]:
 def concrete(argv: list[str], workspace: Path) -> list[str]:
     """The path kinds of ``PATH`` as paths in this example's workspace."""
     places = {
-        "finished": next(workspace.glob("runs/*_finished")),
+        "finished": next(workspace.glob("runs/finished_*")),
         "stopped": next((workspace / "runs" / "stopped").iterdir()),
     }
     result = []

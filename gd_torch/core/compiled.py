@@ -40,6 +40,7 @@ from torch.optim.sgd import sgd
 
 from gd_torch.core import distributed, manual
 from gd_torch.core.cost import cost
+from gd_torch.core.data import mini_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run, gradient_norm
@@ -171,7 +172,7 @@ def epoch_function(
     def train_one_epoch(order: Tensor) -> None:
         nonlocal epoch_steps, compiled_once
         if epoch_steps is None:  # compiling failed: the reference loop, from then on
-            reference_epoch(order.split(batch_size))
+            reference_epoch(mini_batches(order, batch_size))
             return
         learning_rate.fill_(group["lr"])  # η of this epoch (a tensor: no recompiling)
         steps = len(order) // batch_size
@@ -197,7 +198,7 @@ def epoch_function(
                     raise
                 _compile_failed(run, failure, out)  # raises under --compile
                 epoch_steps = None
-                reference_epoch(order.split(batch_size))
+                reference_epoch(mini_batches(order, batch_size))
                 return
             compiled_once = True
             for parameter, gradient in zip(group["params"], gradients):

@@ -158,4 +158,11 @@ def shuffled_batches(
     Every example is visited exactly once; the last batch is smaller when batch_size does not
     divide num_examples.
     """
-    return shuffled_order(num_examples, generator).split(batch_size)
+    return mini_batches(shuffled_order(num_examples, generator), batch_size)
+
+
+def mini_batches(order: Tensor, batch_size: int) -> tuple[Tensor, ...]:
+    """``order`` (example indices, in SGD's order) cut into mini-batches of ``batch_size``, the
+    last one smaller when batch_size does not divide it; none at all for no examples (a run
+    resumed at the end of an epoch), where ``split`` would give one empty batch."""
+    return order.split(batch_size) if len(order) else ()

@@ -23,6 +23,7 @@ SIGTERM, a callback, --time-budget) are agreed with ``any_rank``, so all ranks s
 import atexit
 import datetime
 import os
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -68,7 +69,7 @@ def any_rank(flag: bool) -> bool:
     return bool(vote.item())
 
 
-def shard(batches: list[torch.Tensor]) -> list[torch.Tensor]:
+def shard(batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """This rank's shard B_r of each global mini-batch B of indices: the examples it gathers.
     Only for world size > 1."""
     rank, size = dist.get_rank(), dist.get_world_size()

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from gd_torch.core import compiled, distributed, signals
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
-from gd_torch.core.data import Mnist, Split, load_mnist, shuffled_order
+from gd_torch.core.data import Mnist, Split, load_mnist, mini_batches, shuffled_order
 from gd_torch.core.engines import ENGINES, Engine
 from gd_torch.core.errors import GdTorchError, os_error_message
 from gd_torch.core.evaluate import evaluate, measure
@@ -96,14 +96,14 @@ def epoch_function(
         fast = compiled.choose(run)[0]
     if fast:  # the same steps, up to a thousand to a compiled call
         return compiled.epoch_function(run, reference, out or sys.stdout)
-    return lambda order: reference(mini_batches(order, run.settings.batch_size))
+    return lambda order: reference(this_ranks_batches(order, run.settings.batch_size))
 
 
-def mini_batches(order: Tensor, batch_size: int) -> Sequence[Tensor]:
+def this_ranks_batches(order: Tensor, batch_size: int) -> Sequence[Tensor]:
     """The epoch's mini-batches of indices, in SGD's ``order``; under torchrun, this rank's
     shard of each (the examples it gathers; ∇C is all-reduced to the whole batch's)."""
-    mini_batches = order.split(batch_size)
-    return distributed.shard(mini_batches) if distributed.world_size() > 1 else mini_batches
+    batches = mini_batches(order, batch_size)
+    return distributed.shard(batches) if distributed.world_size() > 1 else batches
 
 
 @dataclass

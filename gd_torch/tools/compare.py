@@ -30,12 +30,11 @@ import re
 import shutil
 import signal
 import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gd_torch.core import signals
 from gd_torch.core.checkpoint import load_checkpoint
 from gd_torch.core.data import Mnist, load_mnist
 from gd_torch.core.errors import GdTorchError
@@ -177,24 +176,27 @@ def compare(plan: Plan, directory: Path | None = None, data=None, out=None):
         file=out,
         flush=True,
     )
-    with _signals_stop():
-        try:
-            for job, record in train_jobs(pending, plan, directory, datasets, out):
-                _write_json(directory / RESULTS / f"{job.key}.json", record)
-                (directory / RESULTS / f"{job.key}.started").unlink(missing_ok=True)
-                records[job.key] = record
-                print(f"  {_run_line(plan, job, record)}", file=out, flush=True)
-        except (KeyboardInterrupt, _Stop, Interrupted) as error:
-            number = getattr(error, "signal_number", signal.SIGINT)
-            if isinstance(error, Interrupted):
-                number = error.exit_code - 128
-            done = sum(record is not None for record in records.values())
-            raise Interrupted(
-                f"stopped by {signal.Signals(number).name} with {done} of {len(records)} runs "
-                f"finished (kept in {directory / RESULTS}); continue with: gd-torch compare "
-                f"--resume {directory}",
-                number,
-            ) from None
+
+    def kept() -> str:
+        done = sum(record is not None for record in records.values())
+        return (
+            f"{done} of {len(records)} runs finished (kept in {directory / RESULTS}); continue "
+            f"with: gd-torch compare --resume {directory}"
+        )
+
+    signals.leaving(f" between runs, with {kept()}")  # a stop at once, from the command line
+    try:
+        for job, record in train_jobs(pending, plan, directory, datasets, out):
+            _write_json(directory / RESULTS / f"{job.key}.json", record)
+            (directory / RESULTS / f"{job.key}.started").unlink(missing_ok=True)
+            records[job.key] = record
+            signals.leaving(f" between runs, with {kept()}")
+            print(f"  {_run_line(plan, job, record)}", file=out, flush=True)
+    except (KeyboardInterrupt, Interrupted) as error:  # from Python; a run stopped cleanly
+        number = error.exit_code - 128 if isinstance(error, Interrupted) else signal.SIGINT
+        raise Interrupted(
+            f"stopped by {signal.Signals(number).name} with {kept()}", number
+        ) from None
     by_variant = [
         [records[job.key] for job in jobs_of(plan) if job.variant == index]
         for index in range(len(plan.variants))
@@ -340,31 +342,6 @@ class _EpochLines(io.TextIOBase):
             if line.startswith("epoch"):
                 print(self.prefix + line, file=self.out, flush=True)
         return len(text)
-
-
-class _Stop(BaseException):
-    def __init__(self, signal_number: int):
-        self.signal_number = signal_number
-
-
-@contextmanager
-def _signals_stop():
-    """SIGINT and SIGTERM end the comparison between or inside runs with what is finished kept
-    (``train`` puts its own handlers in place while a single run trains, and stops it cleanly)."""
-
-    def stop(number, frame):
-        raise _Stop(number)
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # where Python delivers signals
-        previous = {
-            number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)
-        }
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _run_line(plan: Plan, job: Job, record: dict) -> str:
