@@ -9,14 +9,11 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from gd_torch import Callback, train
 from gd_torch.core import compiled
-from gd_torch.core.compiled import (
-    INLINE_PRODUCT_LIMIT,
-    choose,
-    epoch_steps_function,
-)
+from gd_torch.core.compiled import choose, epoch_steps_function
 from gd_torch.core.data import Mnist
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.guard import Diverged, RunGuard
+from gd_torch.core.inline_products import INLINE_PRODUCT_LIMIT, InlineSmallProducts
 from gd_torch.core.loop import seeded_generators, sgd
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run
@@ -276,7 +273,7 @@ def products(a, b, bias):
 def products_after_the_pass(a, b, bias):
     """The graph of ``products`` after the fast path's Inductor pass, and the operators left."""
     graph_module = make_fx(products, tracing_mode="fake")(a, b, bias)
-    compiled.InlineSmallProducts()(graph_module.graph)
+    InlineSmallProducts()(graph_module.graph)
     graph_module.recompile()
     return graph_module, {node.target for node in graph_module.graph.nodes}
 

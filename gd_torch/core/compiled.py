@@ -16,12 +16,8 @@ ones as before: about a fifth of the compile). The loop also writes each step's 
 into two buffers, for the log and the divergence checks, and returns the last step's gradients
 for ``.grad``. A smaller last batch takes the reference loop's step.
 
-At batch 10 the arithmetic of a step is a fraction of its time; the rest was calls into BLAS
-for matrix products of a few thousand multiply-adds, each with its checks and a fresh output
-tensor. On the CPU, products of up to ``INLINE_PRODUCT_LIMIT`` multiply-adds are instead written
-as Σ_k a_mk b_kn, which Inductor turns into loops of its own and fuses with their neighbours
-(the sigmoid, BP1-BP4's elementwise factors, the update): a step becomes about one kernel.
-Larger products (from batch 100 on) stay with BLAS, which is faster there. Compiled steps
+Matrix products small enough (all of batch 10's) are written as sums by an Inductor pass
+(gd_torch.core.inline_products), so that a step becomes about one kernel. Compiled steps
 equal the eager ones to float32 rounding (products and fused kernels add up in another order),
 not bit for bit.
 """
@@ -33,8 +29,6 @@ from typing import IO, Any
 
 import torch
 from torch import Tensor
-from torch._inductor.compile_fx import compile_fx
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch.func import functional_call
 from torch.optim.sgd import sgd
 
@@ -45,10 +39,7 @@ from gd_torch.core.errors import GdTorchError
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run, gradient_norm
 
-aten = torch.ops.aten
-
 STEPS_PER_CALL = 1_000  # the steps of one compiled call: a Ctrl-C or a callback's stop waits for it
-INLINE_PRODUCT_LIMIT = 2**18  # multiply-adds: smaller matrix products become Inductor's own loops
 # --compile left to choose (RunOptions.compile None) takes the fast path for runs of at least this
 # many SGD steps: a compiled step saves ~100 µs of eager overhead at batch 10 (more at larger
 # batches), so 100,000 of them save ~10 s, what a first compile costs.
@@ -283,72 +274,14 @@ def epoch_steps_function(engine: str) -> Callable[..., list[Tensor]]:
     return epoch_steps
 
 
-def _inlined(a: Tensor, b: Tensor) -> bool:
-    return a.device.type == "cpu" and a.shape[0] * a.shape[1] * b.shape[1] <= INLINE_PRODUCT_LIMIT
-
-
-def _call(graph: torch.fx.Graph, operator: Any, *arguments: Any) -> torch.fx.Node:
-    """A new node ``operator(*arguments)`` of ``graph``, with the fake value Inductor reads."""
-    node = graph.call_function(operator, arguments)
-    node.meta["val"] = operator(
-        *(
-            argument.meta["val"] if isinstance(argument, torch.fx.Node) else argument
-            for argument in arguments
-        )
-    )
-    return node
-
-
-def _sum_of_products(graph: torch.fx.Graph, a: torch.fx.Node, b: torch.fx.Node) -> torch.fx.Node:
-    """a @ b for (M, K) and (K, N) as Σ_k a_mk b_kn: a reduction that Inductor writes itself."""
-    terms = _call(
-        graph,
-        aten.mul.Tensor,
-        _call(graph, aten.unsqueeze.default, a, -1),  # (M, K, 1)
-        _call(graph, aten.unsqueeze.default, b, 0),  # (1, K, N)
-    )
-    return _call(graph, aten.sum.dim_IntList, terms, [-2])
-
-
-class InlineSmallProducts(CustomGraphPass):
-    """The Inductor pass that writes each small matrix product of a graph (``aten.mm`` and
-    ``aten.addmm`` of at most INLINE_PRODUCT_LIMIT multiply-adds, on the CPU) as its sum. It runs
-    on the graph that autograd's tracing leaves, the while loop's body included, before Inductor's
-    own passes. Its ``uuid`` (a hash of this file) lets Inductor's FX graph cache keep the code
-    it compiles: a later process compiles the same steps from the cache, without a C++ compile."""
-
-    def __call__(self, graph: torch.fx.Graph) -> None:
-        for node in list(graph.nodes):
-            if node.op != "call_function" or node.target not in (
-                aten.mm.default,
-                aten.addmm.default,
-            ):
-                continue
-            *bias, a, b = node.args
-            if not _inlined(a.meta["val"], b.meta["val"]):
-                continue
-            with graph.inserting_before(node):
-                inlined = _sum_of_products(graph, a, b)
-                if bias:  # addmm: β bias + α a @ b
-                    alpha, beta = node.kwargs.get("alpha", 1), node.kwargs.get("beta", 1)
-                    if alpha != 1:
-                        inlined = _call(graph, aten.mul.Tensor, inlined, alpha)
-                    inlined = _call(
-                        graph,
-                        aten.add.Tensor,
-                        _call(graph, aten.mul.Tensor, bias[0], beta) if beta != 1 else bias[0],
-                        inlined,
-                    )
-            node.replace_all_uses_with(inlined)
-            graph.erase_node(node)
-
-    def uuid(self) -> bytes:
-        return get_hash_for_files((__file__,))
-
-
 def _inductor(graph: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Any:
-    """Inductor, with the small products inlined, and the code that calls the kernels (and runs
-    the while loop) in C++: ``cpp_wrapper``."""
+    """Inductor, with the small products inlined (gd_torch.core.inline_products), and the code
+    that calls the kernels (and runs the while loop) in C++: ``cpp_wrapper``. Imported here, when
+    a run compiles: importing Inductor takes seconds that no other command should wait for."""
+    from torch._inductor.compile_fx import compile_fx
+
+    from gd_torch.core.inline_products import InlineSmallProducts
+
     return compile_fx(
         graph,
         example_inputs,
