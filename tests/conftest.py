@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,12 @@ from tests.fakes import write_mnist_files
 torch.set_num_threads(
     1
 )  # the default of gd-torch too: fastest for this net, and safe on a busy machine
+
+# The signal tests send SIGINT and expect it heard. A shell starting the suite in the background
+# (`pytest &` in a script) has it ignored, which gd_torch rightly keeps, as nohup's SIGHUP: give
+# the tests (and the commands they start) Python's own Ctrl-C instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
