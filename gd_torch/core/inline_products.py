@@ -17,6 +17,7 @@ from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_file
 INLINE_PRODUCT_LIMIT = 2**18  # multiply-adds: smaller matrix products become Inductor's own loops
 
 aten = torch.ops.aten
+PRODUCTS = (aten.mm.default, aten.addmm.default)  # a @ b, and β bias + α a @ b
 
 
 def _inlined(a: Tensor, b: Tensor) -> bool:
@@ -55,10 +56,7 @@ class InlineSmallProducts(CustomGraphPass):
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         for node in list(graph.nodes):
-            if node.op != "call_function" or node.target not in (
-                aten.mm.default,
-                aten.addmm.default,
-            ):
+            if node.op != "call_function" or node.target not in PRODUCTS:
                 continue
             *bias, a, b = node.args
             if not _inlined(a.meta["val"], b.meta["val"]):
