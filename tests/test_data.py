@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,7 +9,7 @@ import torch
 from gd_torch.core.data import Split, activations, load_mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.mnist_files import MNIST_FILES, check_report, raw_folder
-from tests.fakes import synthetic_digits
+from tests.fakes import synthetic_digits, write_mnist_files
 
 
 def test_each_epoch_visits_every_training_example_exactly_once():
@@ -30,7 +32,49 @@ def test_batch_order_is_seeded_and_changes_every_epoch():
     assert not torch.equal(epoch1, epoch2)
 
 
-def test_idx_files_load_through_torchvision_as_flat_tensors_in_0_1(fake_mnist_root):
+def test_idx_files_load_as_torchvision_reads_them_without_importing_it(fake_mnist_root):
+    import torchvision
+
+    data = load_mnist(str(fake_mnist_root), download=False)
+    for train, split in ((True, data.train), (False, data.test)):
+        dataset = torchvision.datasets.MNIST(str(fake_mnist_root), train=train, download=False)
+        assert torch.equal(split.pixels, dataset.data.reshape(len(dataset.data), 784))
+        assert torch.equal(split.labels, dataset.targets)
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from gd_torch.core.data import load_mnist; "
+            "from gd_torch.core.run_dir import library_versions; "
+            f"load_mnist({str(fake_mnist_root)!r}, download=False); library_versions(); "
+            "print(sorted(m for m in sys.modules if m.startswith('torchvision')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"  # importing torchvision takes seconds
+
+
+def test_missing_files_are_downloaded_by_torchvision(tmp_path, monkeypatch):
+    import torchvision
+
+    asked = []
+
+    class Download:  # torchvision.datasets.MNIST, downloading the fake digits into root
+        def __init__(self, root, train, download):
+            asked.append((root, train, download))
+            write_mnist_files(Path(root))
+            self.data, self.targets = synthetic_digits(600 if train else 200, seed=2 - train)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Download)
+    data = load_mnist(str(tmp_path), download=True)
+    assert asked == [(str(tmp_path), True, True)]  # it fetches all four files at once
+    assert torch.equal(data.train.labels, synthetic_digits(600, seed=1)[1])
+    assert torch.equal(data.test.labels, synthetic_digits(200, seed=2)[1])  # read from raw/
+
+
+def test_idx_files_load_as_flat_tensors_in_0_1(fake_mnist_root):
     data = load_mnist(str(fake_mnist_root), download=False)
     images, labels = synthetic_digits(600, seed=1)
     assert data.train.images.shape == (600, 784) and data.train.images.dtype == torch.float32

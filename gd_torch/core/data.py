@@ -10,11 +10,13 @@ from gd_torch.core.errors import GdTorchError
 from gd_torch.core.mnist_files import (
     LEGACY,
     MNIST_FILES,
+    SPLITS,
     check_files,
     check_loaded,
     legacy_against_raw,
     legacy_files,
     raw_folder,
+    read_idx,
     read_legacy,
     where_files_go,
 )
@@ -87,9 +89,9 @@ class Mnist:
 
 def _read(root: str, train: bool, download: bool) -> Split:
     """One split as torchvision.datasets.MNIST reads it, checked: the legacy processed/ file when
-    there is one (read as torchvision reads it, ``torch.load`` of tensors only), else raw/."""
-    import torchvision  # imported here: it takes a second, and most commands never need it
-
+    there is one (read as torchvision reads it, ``torch.load`` of tensors only), else raw/'s IDX
+    files, read as torchvision reads them (``read_idx``) when they are there, else downloaded by
+    torchvision. Only the download imports torchvision, which takes seconds."""
     split = "training" if train else "test"
     legacy = legacy_files(root)
     if legacy:
@@ -97,6 +99,16 @@ def _read(root: str, train: bool, download: bool) -> Split:
         if problem := legacy_against_raw(root, split, images, labels):
             raise GdTorchError(problem)
         return Split.from_pixels(images.reshape(len(images), 28 * 28), labels.long())
+    image_file, label_file = (raw_folder(root) / file.name for file in SPLITS[split])
+    if image_file.is_file() and label_file.is_file():
+        images, labels = (
+            read_idx(image_file, SPLITS[split][0]),
+            read_idx(label_file, SPLITS[split][1]),
+        )
+        check_loaded(images, labels, str(image_file))
+        return Split.from_pixels(images.reshape(len(images), 28 * 28), labels.long())
+    import torchvision
+
     try:
         dataset = torchvision.datasets.MNIST(root, train=train, download=download)
     except OSError:

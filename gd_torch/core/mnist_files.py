@@ -117,10 +117,11 @@ def where_files_go(root: str | Path) -> str:
     return f"put the four uncompressed files ({names}) in {raw_folder(root)}/"
 
 
-def idx_problem(path: Path, file: MnistFile) -> str | None:
-    """What is wrong with an IDX file (header, size, label range), or None when it is sound."""
+def idx_problem(path: Path, file: MnistFile, data: bytes | None = None) -> str | None:
+    """What is wrong with an IDX file (header, size, label range), or None when it is sound;
+    ``data`` is its bytes when they have been read."""
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if data is None else data
     except OSError as error:
         return f"{path}: cannot be read ({os_error_message(error, name_files=False)})"
     expected_magic = IMAGE_MAGIC if file.is_images else LABEL_MAGIC
@@ -148,6 +149,19 @@ def idx_problem(path: Path, file: MnistFile) -> str | None:
     if not file.is_images and count and max(data[header_size:]) > 9:
         return f"{path}: label {max(data[header_size:])} out of range 0..9"
     return None
+
+
+def read_idx(path: Path, file: MnistFile) -> Tensor:
+    """The uint8 images (N, 28, 28) or labels (N,) of the IDX file ``path``, read as
+    torchvision.datasets.MNIST reads raw/ (``read_sn3_pascalvincent_tensor``: the bytes after the
+    header, as they are), and refused, naming the problem, unless sound (``idx_problem``)."""
+    data = path.read_bytes()
+    if problem := idx_problem(path, file, data):
+        raise GdTorchError(problem)
+    values = torch.frombuffer(
+        bytearray(data), dtype=torch.uint8, offset=16 if file.is_images else 8
+    )
+    return values.view(-1, 28, 28) if file.is_images else values
 
 
 def check_files(root: str | Path, missing_ok: bool = True) -> None:

@@ -4,6 +4,7 @@ checkpoints."""
 import json
 import platform
 import time
+from importlib import metadata
 from pathlib import Path
 
 from gd_torch.core import signals
@@ -48,12 +49,11 @@ def library_versions() -> dict:
     import numpy
     import tensorboard
     import torch
-    import torchvision
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": metadata.version("torchvision"),  # importing it would take seconds
         "tensorboard": tensorboard.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
