@@ -19,7 +19,7 @@ from gd_torch.core.loop import sgd
 from gd_torch.core.model import Network
 from gd_torch.core.run import gradient_norm
 from gd_torch.core.settings import RunOptions, TrainingSettings
-from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
+from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, StackedSGD, evaluate_copies
 from gd_torch.tools.sweep import FINAL_METRICS, sweep, sweep_settings
 from tests.fakes import synthetic_mnist
 
@@ -120,12 +120,12 @@ def test_gradient_norms_are_each_copys_gradient_norm():
         )
 
 
-def test_sgd_step_with_a_rate_per_copy_equals_torch_optim_sgd():
+def test_stacked_sgd_with_a_rate_per_copy_equals_torch_optim_sgd():
     networks, images, targets = networks_and_batches()
     stacked = StackedNetworks(networks)
     rates, decay = torch.tensor([0.5, 1.5, 3.0], dtype=torch.float64), 0.01
     STACKED_ENGINES["manual"](stacked, images, targets, "quadratic")
-    sgd_step(stacked, rates, decay)
+    StackedSGD(stacked, rates, decay).step()
     for k, network in enumerate(networks):
         ENGINES["manual"](network, images[k], targets[k], "quadratic")
         torch.optim.SGD(network.parameters(), lr=rates[k].item(), weight_decay=decay).step()
@@ -142,7 +142,7 @@ def test_sgd_step_with_a_rate_per_copy_equals_torch_optim_sgd():
             )
 
 
-def test_sgd_step_without_decaying_the_biases_equals_two_parameter_groups():
+def test_stacked_sgd_without_decaying_the_biases_equals_two_parameter_groups():
     """--weight-decay-on weights: the step gd-torch train takes with its two parameter groups."""
     networks, images, targets = networks_and_batches()
     stacked = StackedNetworks(networks)
@@ -151,7 +151,7 @@ def test_sgd_step_without_decaying_the_biases_equals_two_parameter_groups():
         TrainingSettings(weight_decay=0.01, weight_decay_on="weights", dtype="float64"),
     )
     STACKED_ENGINES["manual"](stacked, images, targets, "cross-entropy")
-    sgd_step(stacked, rates, settings.weight_decay, decay_biases=False)
+    StackedSGD(stacked, rates, settings.weight_decay, decay_biases=False).step()
     for k, network in enumerate(networks):
         ENGINES["manual"](network, images[k], targets[k], "cross-entropy")
         optimizer = sgd(settings)(network)
@@ -316,6 +316,43 @@ def test_a_diverging_copy_stops_alone_and_the_others_train_on_and_are_saved(tmp_
     assert "diverged: η 1e+06 seed 0 at step" in summary
     hint = out.getvalue().split("Hint: start a new run with a smaller --learning-rate (e.g. ")[1]
     assert float(hint.split(")")[0]) <= 3.0  # a rate that trains, not one that diverges too
+
+
+def test_a_copy_whose_batch_cost_turns_nan_stops_at_that_step_and_the_other_trains_on(
+    tmp_path, monkeypatch
+):
+    """A NaN in copy 1's gradient at step 25 makes its weights, then its step-26 cost, NaN."""
+    data, options = synthetic_mnist(600, 200), RunOptions(image_every=0, log_every=1000)
+    base = TrainingSettings(epochs=2)
+
+    def run(name):
+        return sweep(
+            base,
+            dataclasses.replace(options, runs_dir=str(tmp_path / name)),
+            [0, 1],
+            data=data,
+            out=out,
+        )
+
+    out = io.StringIO()
+    clean = run("clean")
+    compute_gradients, calls = STACKED_ENGINES["manual"], []
+
+    def nan_gradient_once(stacked, *arguments):
+        batch_costs = compute_gradients(stacked, *arguments)
+        calls.append(1)
+        if len(calls) == 25:
+            stacked.layers[0].weight.grad[1, 3, 100] = float("nan")
+        return batch_costs
+
+    monkeypatch.setitem(STACKED_ENGINES, "manual", nan_gradient_once)
+    out = io.StringIO()
+    poisoned = run("poisoned")
+    rows = list(csv.DictReader((poisoned.sweep_dir / "summary.csv").open()))
+    assert [row["diverged_at_step"] for row in rows] == ["", "26"]
+    assert "seed 1 diverged at step 26 (epoch 1): its batch cost is not finite" in out.getvalue()
+    for trained, alone in zip(poisoned.networks[0].parameters(), clean.networks[0].parameters()):
+        assert torch.equal(trained, alone)  # copy 0 never saw copy 1's NaN
 
 
 def test_a_sweep_whose_every_copy_diverges_ends_with_status_3_and_its_summary(tmp_path):

@@ -120,10 +120,7 @@ def evaluate_copies(
     ]
 
 
-@torch.no_grad()
-def sgd_step(
-    stacked: StackedNetworks, learning_rates: Tensor, weight_decay: float, decay_biases: bool = True
-) -> None:
+class StackedSGD:
     """w_k ← w_k − η_k (∇C_k + λ w_k) for every copy k: the arithmetic of torch.optim.SGD's step
     without momentum, hand-written with torch's foreach operations, with its own η_k per copy.
     Without ``decay_biases`` (--weight-decay-on weights) the biases take b_k ← b_k − η_k ∇C_k.
@@ -132,23 +129,39 @@ def sgd_step(
     give the K slices of a stacked tensor different rates; the (K,) rates broadcast instead.
     The update is taken as (1 − η_k λ) w_k − η_k ∇C_k, the same number, in two in-place passes over
     the weights without SGD's temporary ∇C + λw: at K = 16 the stacked weights (830 KB) no longer
-    fit the fastest caches, and memory traffic is what this step costs.
+    fit the fastest caches, and memory traffic is what this step costs. The factors 1 − η_k λ and
+    η_k, shaped to broadcast, are made once for the rates (a sweep makes one per epoch), not once
+    per step: a step of small copies costs its operations' overhead more than their arithmetic.
     """
-    layers = len(stacked.layers)
-    parameters = [layer.weight for layer in stacked.layers] + [
-        layer.bias for layer in stacked.layers
-    ]
 
-    def per_copy(
-        values: Tensor,
-    ) -> list[Tensor]:  # (K,) values broadcast over each copy's weights (K, 1, 1) and biases (K, 1)
-        return [values.view(-1, 1, 1)] * layers + [values.view(-1, 1)] * layers
+    def __init__(
+        self,
+        stacked: StackedNetworks,
+        learning_rates: Tensor,
+        weight_decay: float,
+        decay_biases: bool = True,
+    ):
+        layers = len(stacked.layers)
+        self.parameters = [layer.weight for layer in stacked.layers] + [
+            layer.bias for layer in stacked.layers
+        ]
 
-    if weight_decay:
-        decayed = len(parameters) if decay_biases else layers  # the weights come first
-        torch._foreach_mul_(
-            parameters[:decayed], per_copy(1 - weight_decay * learning_rates)[:decayed]
-        )  # w_k ← (1 − η_k λ) w_k
-    torch._foreach_addcmul_(
-        parameters, per_copy(learning_rates), filled_gradients(parameters), value=-1
-    )  # w_k ← w_k − η_k ∇C_k
+        def per_copy(
+            values: Tensor,
+        ) -> list[
+            Tensor
+        ]:  # (K,) values broadcast over each copy's weights (K, 1, 1), biases (K, 1)
+            return [values.view(-1, 1, 1)] * layers + [values.view(-1, 1)] * layers
+
+        decayed = (len(self.parameters) if decay_biases else layers) if weight_decay else 0
+        self.decayed = self.parameters[:decayed]  # the weights come first
+        self.decay_factors = per_copy(1 - weight_decay * learning_rates)[:decayed]  # 1 − η_k λ
+        self.rates = per_copy(learning_rates)  # η_k
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.decayed:
+            torch._foreach_mul_(self.decayed, self.decay_factors)  # w_k ← (1 − η_k λ) w_k
+        torch._foreach_addcmul_(
+            self.parameters, self.rates, filled_gradients(self.parameters), value=-1
+        )  # w_k ← w_k − η_k ∇C_k

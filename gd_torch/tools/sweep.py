@@ -54,7 +54,7 @@ from gd_torch.core.model import Network
 from gd_torch.core.naming import group_labels, sweep_name, varying
 from gd_torch.core.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
-from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, evaluate_copies, sgd_step
+from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, StackedSGD, evaluate_copies
 from gd_torch.core.trajectory import FILE_NAME, start_trajectory
 from gd_torch.core.weight_space import point_of
 from gd_torch.dashboard.tensorboard import TrainingLog, start_group, view_command
@@ -501,6 +501,9 @@ def train_stacked(
                 )
                 * alive
             )  # η_k, (K,); 0 for a diverged copy, which takes no more steps
+            stacked_sgd = StackedSGD(
+                stacked, rates, base.weight_decay, base.weight_decay_on == "all"
+            )
             orders = torch.stack(
                 [
                     torch.cat(shuffled_batches(len(train), base.batch_size, order))
@@ -514,12 +517,14 @@ def train_stacked(
                 images = train.images.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 784)
                 targets = train.targets.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 10)
                 batch_costs = compute_gradients(stacked, images, targets, base.cost)  # (K,)
-                sgd_step(stacked, rates, base.weight_decay, base.weight_decay_on == "all")
+                stacked_sgd.step()
                 step += 1
                 if options.snapshot_every and step % options.snapshot_every == 0:
                     for trajectory, point in zip(trajectories, stacked.points()):
                         trajectory.add(step, epoch - 1, point)
-                if step % cost_every == 0:
+                if step % cost_every == 0 and not math.isfinite(batch_costs.sum().item()):
+                    # a non-finite C_k makes Σ_k C_k non-finite: one sum a step, and the copies'
+                    # own checks only then (they decide; an overflowing sum stops no copy)
                     stop_diverged(batch_costs.isfinite(), "its batch cost is not finite", epoch)
                 if guard.stop_signal is not None:  # Ctrl-C, SIGTERM: the last epoch's checkpoints
                     raise Interrupted(
