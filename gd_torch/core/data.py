@@ -99,12 +99,10 @@ def _read(root: str, train: bool, download: bool) -> Split:
         if problem := legacy_against_raw(root, split, images, labels):
             raise GdTorchError(problem)
         return Split.from_pixels(images.reshape(len(images), 28 * 28), labels.long())
-    image_file, label_file = (raw_folder(root) / file.name for file in SPLITS[split])
+    image_kind, label_kind = SPLITS[split]
+    image_file, label_file = raw_folder(root) / image_kind.name, raw_folder(root) / label_kind.name
     if image_file.is_file() and label_file.is_file():
-        images, labels = (
-            read_idx(image_file, SPLITS[split][0]),
-            read_idx(label_file, SPLITS[split][1]),
-        )
+        images, labels = read_idx(image_file, image_kind), read_idx(label_file, label_kind)
         check_loaded(images, labels, str(image_file))
         return Split.from_pixels(images.reshape(len(images), 28 * 28), labels.long())
     import torchvision

@@ -181,7 +181,8 @@ def check_files(root: str | Path, missing_ok: bool = True) -> None:
             problem = idx_problem(path, file)
             if problem:
                 raise GdTorchError(problem)
-            counts[file.name] = struct.unpack(">I", path.read_bytes()[4:8])[0]
+            with path.open("rb") as header:  # the count, not the whole file again
+                counts[file.name] = struct.unpack(">I", header.read(8)[4:8])[0]
     for images, labels in ((MNIST_FILES[0], MNIST_FILES[1]), (MNIST_FILES[2], MNIST_FILES[3])):
         if (
             images.name in counts

@@ -146,11 +146,8 @@ class StackedSGD:
             layer.bias for layer in stacked.layers
         ]
 
-        def per_copy(
-            values: Tensor,
-        ) -> list[
-            Tensor
-        ]:  # (K,) values broadcast over each copy's weights (K, 1, 1), biases (K, 1)
+        def per_copy(values: Tensor) -> list[Tensor]:
+            """(K,) values shaped to broadcast over each copy's weights (K, 1, 1), biases (K, 1)."""
             return [values.view(-1, 1, 1)] * layers + [values.view(-1, 1)] * layers
 
         decayed = (len(self.parameters) if decay_biases else layers) if weight_decay else 0
