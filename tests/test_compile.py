@@ -1,4 +1,5 @@
-"""The fast path takes the reference loop's steps: an epoch of whole steps in one compiled loop."""
+"""The fast path takes the reference loop's steps: an epoch of whole steps in one compiled loop
+(Inductor's), or in the native C++ steps (gd_torch.core.native)."""
 
 import io
 
@@ -8,7 +9,7 @@ from torch._dynamo.utils import counters
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from gd_torch import Callback, train
-from gd_torch.core import compiled
+from gd_torch.core import compiled, native
 from gd_torch.core.compiled import choose, epoch_steps_function
 from gd_torch.core.data import Mnist
 from gd_torch.core.errors import GdTorchError
@@ -20,6 +21,16 @@ from gd_torch.core.run import Run
 from tests.configs import split
 from tests.events import scalars
 from tests.fakes import synthetic_mnist
+
+
+PATHS = [("manual", "native"), ("manual", "inductor"), ("autograd", "inductor")]
+
+
+@pytest.fixture
+def take(monkeypatch):
+    """take(path): the fast path's steps are ``path``'s, whatever ``compiled.fast_path`` would
+    choose (the manual engine's Inductor loop is otherwise taken only off the CPU)."""
+    return lambda path: monkeypatch.setattr(compiled, "fast_path", lambda run: path)
 
 
 class RecordSteps(Callback):
@@ -34,11 +45,12 @@ class RecordSteps(Callback):
             run.stop("asked")
 
 
-@pytest.mark.parametrize("engine", ["manual", "autograd"])
-def test_compiled_steps_take_the_eager_steps(engine, monkeypatch):
-    """Three compiled calls of 16 steps: the same costs and ‖∇C‖ at every step, the same weights,
-    and the last ∇C in .grad."""
+@pytest.mark.parametrize("engine, path", PATHS)
+def test_compiled_steps_take_the_eager_steps(engine, path, monkeypatch, take):
+    """Three calls of 16 steps: the same costs and ‖∇C‖ at every step, the same weights, and the
+    last ∇C in .grad."""
     monkeypatch.setattr(compiled, "STEPS_PER_CALL", 16)
+    take(path)
     full = synthetic_mnist()
     data = Mnist(full.train[: 3 * 16 * 10], full.test)
     results = {}
@@ -68,15 +80,21 @@ def test_compiled_steps_take_the_eager_steps(engine, monkeypatch):
         torch.testing.assert_close(mine.grad, theirs.grad)  # the histograms and the guard read it
     initial = Network(generator=seeded_generators(0)[0])
     assert not torch.allclose(fast.layers[0].weight, initial.layers[0].weight)  # they did move
-    # Inductor's FX graph cache holds what the fast path compiled, for the next process
+    # Inductor's FX graph cache holds what it compiled, for the next process; native steps
+    # compile nothing with Inductor
     assert counters["inductor"]["fxgraph_cache_bypass"] == 0
-    assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"]
+    compiled_graphs = (
+        counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"]
+    )
+    assert compiled_graphs > 0 if path == "inductor" else compiled_graphs == 0
 
 
-def test_compiled_cross_entropy_steps_take_the_eager_steps(monkeypatch):
-    """The cross-entropy through the compiled loop (manual engine: its BP1 has no σ'; autograd's
+@pytest.mark.parametrize("path", ["native", "inductor"])
+def test_compiled_cross_entropy_steps_take_the_eager_steps(path, monkeypatch, take):
+    """The cross-entropy through the fast path (manual engine: its BP1 has no σ'; autograd's
     pass differs from the quadratic one only in ``cost``): the same costs and weights."""
     monkeypatch.setattr(compiled, "STEPS_PER_CALL", 16)
+    take(path)
     full = synthetic_mnist()
     data = Mnist(full.train[: 2 * 16 * 10], full.test)
     results = {}
@@ -98,10 +116,15 @@ def test_compiled_cross_entropy_steps_take_the_eager_steps(monkeypatch):
         torch.testing.assert_close(fast.state_dict()[name], expected, msg=name)
 
 
-def test_compiled_training_follows_the_eager_trajectory(tmp_path):
+@pytest.mark.parametrize("engine, path", PATHS)
+def test_compiled_training_follows_the_eager_trajectory(engine, path, tmp_path, take):
+    """Two epochs, each with a smaller last batch that the reference loop takes (with autograd's
+    graph recorded, for that engine)."""
+    take(path)
     results = {}
     for compile in (False, True):
         settings, options = split(
+            engine=engine,
             epochs=2,
             learning_rate=3.0,
             lr_schedule="cosine",
@@ -127,11 +150,15 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
         assert list(compiled_values) == pytest.approx(list(eager_values), rel=1e-4)
 
 
-def test_a_compiled_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", ["native", "inductor"])
+def test_a_compiled_run_stopped_mid_epoch_resumes_to_the_same_weights(
+    path, tmp_path, monkeypatch, take
+):
     """A stop asked at step 20 takes effect after its call (step 32); the resumed epoch takes
-    the 53 batches left through the same graph, and ends where the run that never stopped does,
+    the 53 batches left through the same steps, and ends where the run that never stopped does,
     bit for bit."""
     monkeypatch.setattr(compiled, "STEPS_PER_CALL", 16)
+    take(path)
     values = dict(epochs=2, batch_size=7, compile=True, image_every=0)
     whole = train(*split(runs_dir=str(tmp_path / "whole"), **values), data=synthetic_mnist())
     record = RecordSteps(stop_at=20)
@@ -157,14 +184,18 @@ def test_a_compiled_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, 
     "epochs, batch_size, values, fast, why",
     [
         (60, 10, {}, False, "3,600 SGD steps do not earn the compile; --compile to force it"),
-        (60, 1, {"dry_run": False}, False, "36,000 SGD steps"),
-        (200, 1, {}, True, "120,000 SGD steps earn the compile; --no-compile for the reference"),
+        (30, 1, {"dry_run": False}, False, "18,000 SGD steps"),
+        (40, 1, {}, True, "native C++ steps (24,000 SGD steps earn the compile; --no-compile"),
+        (40, 1, {"engine": "autograd"}, False, "24,000 SGD steps do not earn the compile"),
+        (200, 1, {"engine": "autograd"}, True, "compiled by Inductor (120,000 SGD steps earn"),
+        (40, 1, {"dtype": "float64"}, True, "native C++ steps (24,000"),
         (200, 1, {"compile": False}, False, "reference loop (--no-compile)"),
-        (1, 10, {"compile": True}, True, "compiled (--compile)"),
+        (1, 10, {"compile": True}, True, "native C++ steps (--compile)"),
+        (1, 10, {"compile": True, "engine": "autograd"}, True, "compiled by Inductor (--compile)"),
         (200, 1, {"momentum": 0.9}, False, "the fast path is for plain SGD in one process"),
         (200, 1, {"dry_run": True}, False, "do not earn the compile"),
         (200, 1, {"time_budget": 60.0}, False, "--time-budget counts the compile"),
-        (200, 1, {"time_budget": 60.0, "compile": True}, True, "compiled (--compile)"),
+        (200, 1, {"time_budget": 60.0, "compile": True}, True, "native C++ steps (--compile)"),
     ],
 )
 def test_the_fast_path_is_taken_when_the_run_earns_its_compile(
@@ -355,25 +386,34 @@ def test_left_to_choose_only_the_cpu_takes_the_fast_path():
     )
 
 
-def _no_compiler(engine):
-    def compiled_steps(*arguments):
-        raise RuntimeError("no C++ compiler found\n(the rest of a long message)")
-
-    return compiled_steps
+def _no_compiler(*arguments):
+    raise RuntimeError("no C++ compiler found\n(the rest of a long message)")
 
 
-def test_a_failed_compile_falls_back_to_the_reference_loop_when_left_to_choose(monkeypatch):
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """Neither fast path can compile: Inductor's raises, and the native library cannot be built."""
+    monkeypatch.setattr(compiled, "_compiled_epoch_steps", lambda engine: _no_compiler)
+    monkeypatch.setattr(native, "library", _no_compiler)
+
+
+@pytest.mark.parametrize(
+    "engine, banner", [("manual", "native C++ steps"), ("autograd", "compiled by Inductor")]
+)
+def test_a_failed_compile_falls_back_to_the_reference_loop_when_left_to_choose(
+    engine, banner, monkeypatch, no_compiler
+):
     """The same weights, bit for bit, as a run that never tried, and a banner line that says so."""
-    monkeypatch.setattr(compiled, "_compiled_epoch_steps", _no_compiler)
     monkeypatch.setattr(compiled, "AUTO_STEPS", 1)
-    values = dict(epochs=2, batch_size=7, runs_dir=None, image_every=0)
+    monkeypatch.setattr(compiled, "NATIVE_AUTO_STEPS", 1)
+    values = dict(epochs=2, batch_size=7, runs_dir=None, image_every=0, engine=engine)
     out = io.StringIO()
     fallen_back = train(*split(**values), data=synthetic_mnist(), out=out)
     eager = train(*split(compile=False, **values), data=synthetic_mnist(), out=io.StringIO())
     lines = out.getvalue().splitlines()
     assert (
-        "SGD steps: compiled (172 SGD steps earn the compile; --no-compile for the reference)"
-        in (lines)
+        f"SGD steps: {banner} (172 SGD steps earn the compile; --no-compile for the reference)"
+        in lines
     )
     assert (
         "SGD steps: reference loop after all (the fast path failed to compile: "
@@ -384,9 +424,9 @@ def test_a_failed_compile_falls_back_to_the_reference_loop_when_left_to_choose(m
     assert fallen_back.history[-1]["step"] == eager.history[-1]["step"] == 2 * 86
 
 
-def test_a_failed_compile_asked_for_is_a_one_line_error(monkeypatch):
-    monkeypatch.setattr(compiled, "_compiled_epoch_steps", _no_compiler)
-    settings, options = split(compile=True, epochs=1, runs_dir=None)
+@pytest.mark.parametrize("engine", ["manual", "autograd"])
+def test_a_failed_compile_asked_for_is_a_one_line_error(engine, no_compiler):
+    settings, options = split(compile=True, epochs=1, runs_dir=None, engine=engine)
     with pytest.raises(GdTorchError) as error:
         train(settings, options, data=synthetic_mnist(), out=io.StringIO())
     assert str(error.value) == (

@@ -20,6 +20,11 @@ Matrix products small enough (all of batch 10's) are written as sums by an Induc
 (gd_torch.core.inline_products), so that a step becomes about one kernel. Compiled steps
 equal the eager ones to float32 rounding (products and fused kernels add up in another order),
 not bit for bit.
+
+The manual engine on the CPU takes the same loop through native steps instead
+(gd_torch.core.native: BP1-BP4 and the update in a small C++ file, built once per machine in
+about 2 s): they serve every shape without compiling, and cost less a step. The autograd engine
+(and any other device) keeps Inductor, so that its gradients still come from autograd.
 """
 
 import functools
@@ -32,7 +37,7 @@ from torch import Tensor
 from torch.func import functional_call
 from torch.optim.sgd import sgd
 
-from gd_torch.core import distributed, manual
+from gd_torch.core import distributed, manual, native
 from gd_torch.core.cost import cost
 from gd_torch.core.data import mini_batches
 from gd_torch.core.errors import GdTorchError
@@ -44,6 +49,9 @@ STEPS_PER_CALL = 1_000  # the steps of one compiled call: a Ctrl-C or a callback
 # many SGD steps: a compiled step saves ~100 µs of eager overhead at batch 10 (more at larger
 # batches), so 100,000 of them save ~10 s, what a first compile costs.
 AUTO_STEPS = 100_000
+# ... and the native steps for runs of at least this many: their build (about 2 s, once per
+# machine) is earned by 20,000 steps of the ~100 µs they save
+NATIVE_AUTO_STEPS = 20_000
 
 
 LayerGradients = list[tuple[Tensor, Tensor]]  # [(∂C/∂W^l, ∂C/∂b^l) for l = 1..L]
@@ -116,8 +124,10 @@ def choose(run: Run) -> tuple[bool, str]:
         if asked:
             raise
         return False, f"reference loop (the fast path is for plain SGD in one process: {refusal})"
+    path = fast_path(run)
+    name = PATH_NAMES[path]
     if asked:
-        return True, "compiled (--compile)"
+        return True, f"{name} (--compile)"
     if run.device.type != "cpu":  # Inductor's code for it is untested here
         return (
             False,
@@ -130,27 +140,42 @@ def choose(run: Run) -> tuple[bool, str]:
         return False, "reference loop (--snapshot-every keeps the weights between steps)"
     if run.options.time_budget:  # the compile would take its seconds out of the budget
         return False, "reference loop (--time-budget counts the compile; --compile to force it)"
-    if run.options.dry_run or steps < AUTO_STEPS:
+    if run.options.dry_run or steps < (NATIVE_AUTO_STEPS if path == "native" else AUTO_STEPS):
         return False, (
             f"reference loop ({steps:,} SGD steps do not earn the compile; --compile to force it)"
         )
-    return True, f"compiled ({steps:,} SGD steps earn the compile; --no-compile for the reference)"
+    return True, f"{name} ({steps:,} SGD steps earn the compile; --no-compile for the reference)"
+
+
+PATH_NAMES = {"native": "native C++ steps", "inductor": "compiled by Inductor"}  # for the banner
+
+
+def fast_path(run: Run) -> str:
+    """Which steps the fast path takes: ``native`` (gd_torch.core.native) for the manual engine
+    on the CPU in float32 or float64, else ``inductor`` (this file's compiled loop)."""
+    native_ok = run.settings.engine == "manual" and run.device.type == "cpu"
+    return "native" if native_ok and run.settings.torch_dtype in native.FUNCTIONS else "inductor"
 
 
 def epoch_function(
-    run: Run, reference_epoch: Callable[[Sequence[Tensor]], None], out: IO[str]
+    run: Run,
+    reference_epoch: Callable[[Sequence[Tensor]], None],
+    out: IO[str],
+    path: str | None = None,
 ) -> Callable[[Tensor], None]:
     """The fast path's epoch: order (this epoch's examples not yet trained on, in SGD's order)
     -> None. Its full mini-batches take compiled calls of up to STEPS_PER_CALL steps, after each
     of which ``run.finish_steps`` counts, checks and logs them; a smaller last batch takes
-    ``reference_epoch`` (the reference loop, with ``optimizer.step()``).
+    ``reference_epoch`` (the reference loop, with ``optimizer.step()``). ``path``: ``native`` or
+    ``inductor`` (default: ``fast_path(run)``).
 
     The first call compiles. Should compiling fail (no C++ compiler, a PyTorch limitation), a
     run that left the choice to gd_torch says so on ``out`` and takes the reference loop from
     there on, the weights untouched (a compile fails before any step runs); with --compile it
     is an error."""
     group = plain_sgd_group(run.optimizer)
-    epoch_steps: Callable[..., list[Tensor]] | None = _compiled_epoch_steps(run.settings.engine)
+    # the steps below run without autograd; the reference loop's autograd engine needs it
+    reference_epoch = torch.enable_grad()(reference_epoch)
     split, network, batch_size = run.data.train, run.network, run.settings.batch_size
     device, dtype = run.device, run.settings.torch_dtype
     full_batches = len(split) // batch_size
@@ -160,6 +185,48 @@ def epoch_function(
     gradient_norms = torch.zeros_like(batch_costs)
     learning_rate = torch.tensor(0.0, device=device, dtype=dtype)
     compiled_once = False
+
+    def inductor_steps(start: int, stop: int) -> list[Tensor]:
+        return _compiled_epoch_steps(run.settings.engine)(
+            network,
+            split.images,
+            split.targets,
+            batches,
+            torch.tensor(start, device=device),
+            torch.tensor(stop, device=device),
+            batch_costs,
+            gradient_norms,
+            run.settings.cost,
+            learning_rate,
+            group["weight_decay"],
+        )
+
+    def native_steps(start: int, stop: int) -> list[Tensor]:
+        layers = run.network.layers
+        gradients = [torch.empty_like(parameter) for parameter in group["params"]]
+        native.sgd_steps(
+            [layer.weight.detach().unsqueeze(0) for layer in layers],  # one copy: K = 1
+            [layer.bias.detach().unsqueeze(0) for layer in layers],
+            [gradient.unsqueeze(0) for gradient in gradients[0::2]],
+            [gradient.unsqueeze(0) for gradient in gradients[1::2]],
+            split.images,
+            split.targets,
+            batches.view(1, -1),
+            batch_size,
+            start,
+            stop,
+            learning_rate.view(1),
+            group["weight_decay"],
+            run.settings.cost,
+            batch_costs.view(-1, 1),
+            gradient_norms.view(-1, 1),
+        )
+        return gradients
+
+    epoch_steps: Callable[[int, int], list[Tensor]] | None = {
+        "native": native_steps,
+        "inductor": inductor_steps,
+    }[path or fast_path(run)]
 
     @torch.no_grad()
     def train_one_epoch(order: Tensor) -> None:
@@ -173,19 +240,7 @@ def epoch_function(
         for start in range(0, steps, STEPS_PER_CALL):
             stop = min(start + STEPS_PER_CALL, steps)
             try:
-                gradients = epoch_steps(
-                    network,
-                    split.images,
-                    split.targets,
-                    batches,
-                    torch.tensor(start, device=device),
-                    torch.tensor(stop, device=device),
-                    batch_costs,
-                    gradient_norms,
-                    run.settings.cost,
-                    learning_rate,
-                    group["weight_decay"],
-                )
+                gradients = epoch_steps(start, stop)
             except Exception as failure:  # any failure to compile: see the docstring
                 if compiled_once or isinstance(failure, GdTorchError):
                     raise

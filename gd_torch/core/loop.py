@@ -79,10 +79,12 @@ def epoch_function(
     compute_gradients: Engine = ENGINES["manual"],
     fast: bool | None = None,
     out: IO[str] | None = None,
+    path: str | None = None,
 ) -> Callable[[Tensor], None]:
     """order -> None: the epoch of SGD steps this run takes, chosen once when it starts, over
-    the epoch's examples not yet trained on, in the order SGD takes them. ``fast``: the compiled
-    fast path (default: as ``compiled.choose`` says), which says on ``out`` if it falls back."""
+    the epoch's examples not yet trained on, in the order SGD takes them. ``fast``: the fast
+    path (default: as ``compiled.choose`` says), which says on ``out`` if it falls back;
+    ``path``: its steps, ``native`` or ``inductor`` (default: as ``compiled.fast_path`` says)."""
     reference = functools.partial(
         train_one_epoch,
         run.network,
@@ -95,7 +97,7 @@ def epoch_function(
     if fast is None:
         fast = compiled.choose(run)[0]
     if fast:  # the same steps, up to a thousand to a compiled call
-        return compiled.epoch_function(run, reference, out or sys.stdout)
+        return compiled.epoch_function(run, reference, out or sys.stdout, path)
     return lambda order: reference(this_ranks_batches(order, run.settings.batch_size))
 
 

@@ -1,0 +1,253 @@
+// The fast path's SGD steps, hand-written: for each mini-batch, the forward pass, BP1-BP4 and
+// torch.optim.SGD's update, for K independent networks of the same sizes (K = 1 for one run).
+// The math is that of gd_torch/core/manual.py, line for line; this file only removes the
+// operators' dispatch, which costs more than the arithmetic of a 13,002-weight network at
+// batch 10. gd_torch/core/native.py compiles it once per machine and calls `steps_float` or
+// `steps_double` through ctypes, on the tensors' own memory.
+//
+// Layout (row-major, as the tensors are):
+//   weights[l]   W^{l+1} of every copy, (K, n_{l+1}, n_l)    biases[l]  b^{l+1}, (K, n_{l+1})
+//   images       a^0 of every example, (N, n_0)             targets    one-hot y, (N, n_L)
+//   indices      example i of step s of copy k: indices[k * copy_stride + s * batch + i]
+//   costs, norms C and ‖∇C‖ of step s of copy k: [s * K + k], for start <= s < stop
+// weight_gradients[l], bias_gradients[l] are written with every step's ∂C/∂W, ∂C/∂b (BP4,
+// BP3): after the call they hold the last step's.
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+template <typename T>
+T sigmoid(T z) {
+    return T(1) / (T(1) + std::exp(-z));  // a = σ(z)
+}
+
+template <typename T>
+T softplus(T z) {  // ln(1 + e^z), without overflow
+    return z > T(0) ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
+}
+
+constexpr int64_t BLOCK = 64;  // examples whose rows a pass over one weight row reuses (in L2)
+
+// z_i = b + Σ_m w_m x_i,m for the rows x_i of examples i0 <= i < i1: four rows to a pass over
+// w, then two, then one
+template <typename T>
+void weighted_inputs(const T* w, T bias, const T* const* rows, int64_t i0, int64_t i1,
+                     int64_t n_in, T* z, int64_t z_stride) {
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        const T *x0 = rows[i], *x1 = rows[i + 1], *x2 = rows[i + 2], *x3 = rows[i + 3];
+        T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int64_t m = 0; m < n_in; ++m) {
+            s0 += w[m] * x0[m];
+            s1 += w[m] * x1[m];
+            s2 += w[m] * x2[m];
+            s3 += w[m] * x3[m];
+        }
+        z[i * z_stride] = bias + s0;
+        z[(i + 1) * z_stride] = bias + s1;
+        z[(i + 2) * z_stride] = bias + s2;
+        z[(i + 3) * z_stride] = bias + s3;
+    }
+    if (i + 2 <= i1) {
+        const T *x0 = rows[i], *x1 = rows[i + 1];
+        T s0 = 0, s1 = 0;
+#pragma omp simd reduction(+ : s0, s1)
+        for (int64_t m = 0; m < n_in; ++m) {
+            s0 += w[m] * x0[m];
+            s1 += w[m] * x1[m];
+        }
+        z[i * z_stride] = bias + s0;
+        z[(i + 1) * z_stride] = bias + s1;
+        i += 2;
+    }
+    if (i < i1) {
+        const T* x = rows[i];
+        T s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t m = 0; m < n_in; ++m) s += w[m] * x[m];
+        z[i * z_stride] = bias + s;
+    }
+}
+
+// g_m += Σ_i δ_i x_i,m over examples i0 <= i < i1 (δ_i = delta[i * stride]), one row of BP4:
+// four rows to a pass over g, then two, then one
+template <typename T>
+void add_outer_products(T* g, const T* delta, int64_t stride, const T* const* rows, int64_t i0,
+                        int64_t i1, int64_t n_in) {
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        const T d0 = delta[i * stride], d1 = delta[(i + 1) * stride];
+        const T d2 = delta[(i + 2) * stride], d3 = delta[(i + 3) * stride];
+        const T *x0 = rows[i], *x1 = rows[i + 1], *x2 = rows[i + 2], *x3 = rows[i + 3];
+#pragma omp simd
+        for (int64_t m = 0; m < n_in; ++m)
+            g[m] += d0 * x0[m] + d1 * x1[m] + d2 * x2[m] + d3 * x3[m];
+    }
+    if (i + 2 <= i1) {
+        const T d0 = delta[i * stride], d1 = delta[(i + 1) * stride];
+        const T *x0 = rows[i], *x1 = rows[i + 1];
+#pragma omp simd
+        for (int64_t m = 0; m < n_in; ++m) g[m] += d0 * x0[m] + d1 * x1[m];
+        i += 2;
+    }
+    if (i < i1) {
+        const T d = delta[i * stride];
+        const T* x = rows[i];
+#pragma omp simd
+        for (int64_t m = 0; m < n_in; ++m) g[m] += d * x[m];
+    }
+}
+
+template <typename T>
+struct Step {  // one copy's buffers for one mini-batch, reused step after step
+    std::vector<std::vector<T>> activations;  // a^1 .. a^L, (batch, n_l)
+    std::vector<T> delta, previous_delta;     // δ^l, δ^{l-1}, (batch, n_l)
+    std::vector<const T*> rows;               // the rows of a^{l-1}, one per example
+};
+
+template <typename T>
+void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weights,
+           T* const* biases, T* const* weight_gradients, T* const* bias_gradients,
+           const T* images, const T* targets, const int64_t* indices, int64_t copy_stride,
+           int64_t batch, int64_t start, int64_t stop, const T* learning_rates, T weight_decay,
+           int64_t decay_biases, int64_t cross_entropy, T cost_scale, T* costs, T* norms) {
+    const int64_t n_out = sizes[layers];
+    int64_t widest = 0;
+    for (int64_t l = 0; l <= layers; ++l) widest = sizes[l] > widest ? sizes[l] : widest;
+    Step<T> work;
+    work.activations.resize(layers);
+    for (int64_t l = 0; l < layers; ++l) work.activations[l].resize(batch * sizes[l + 1]);
+    work.delta.resize(batch * widest);
+    work.previous_delta.resize(batch * widest);
+    work.rows.resize(batch);
+    std::vector<T> output_z(batch * n_out);
+
+    for (int64_t k = 0; k < copies; ++k) {  // copies never mix: one after the other
+        const T rate = learning_rates[k];
+        for (int64_t s = start; s < stop; ++s) {
+            const int64_t* examples = indices + k * copy_stride + s * batch;
+            // forward: z^l = W^l a^{l-1} + b^l, a^l = σ(z^l), for l = 1..L
+            for (int64_t i = 0; i < batch; ++i) work.rows[i] = images + examples[i] * sizes[0];
+            for (int64_t l = 0; l < layers; ++l) {
+                const int64_t n_in = sizes[l], n = sizes[l + 1];
+                const T* w = weights[l] + k * n * n_in;
+                const T* b = biases[l] + k * n;
+                T* a = work.activations[l].data();
+                if (l > 0)
+                    for (int64_t i = 0; i < batch; ++i)
+                        work.rows[i] = work.activations[l - 1].data() + i * n_in;
+                for (int64_t i0 = 0; i0 < batch; i0 += BLOCK)
+                    for (int64_t j = 0; j < n; ++j)
+                        weighted_inputs(w + j * n_in, b[j], work.rows.data(), i0,
+                                        i0 + BLOCK < batch ? i0 + BLOCK : batch, n_in, a + j, n);
+                if (l == layers - 1)
+                    for (int64_t i = 0; i < batch * n; ++i) output_z[i] = a[i];
+                for (int64_t i = 0; i < batch * n; ++i) a[i] = sigmoid(a[i]);
+            }
+            // C = (1/n) Σ_x C_x (gd_torch/core/cost.py), and BP1: δ^L
+            const T* output = work.activations[layers - 1].data();
+            T* delta = work.delta.data();
+            T total = 0;
+            for (int64_t i = 0; i < batch; ++i) {
+                const T* y = targets + examples[i] * n_out;
+                for (int64_t j = 0; j < n_out; ++j) {
+                    const int64_t at = i * n_out + j;
+                    const T a = output[at];
+                    if (cross_entropy) {
+                        total += softplus(output_z[at]) - y[j] * output_z[at];  // C_x's term
+                        delta[at] = (a - y[j]) / T(batch);  // BP1: δ^L = (a^L − y)/n
+                    } else {
+                        total += (a - y[j]) * (a - y[j]);  // (a_j − y_j)²
+                        // BP1: δ^L = ∇_a C ⊙ σ'(z^L), ∇_a C = scale · 2 (a^L − y)/n
+                        delta[at] = (T(2) * cost_scale / T(batch)) * (a - y[j]) * (a * (T(1) - a));
+                    }
+                }
+            }
+            costs[s * copies + k] = (cross_entropy ? T(1) : cost_scale) * total / T(batch);
+            // backward, l = L..1: BP2 for δ^{l-1} (with W^l before its update), BP3, BP4, update
+            double squares = 0;  // ‖∇C‖²
+            for (int64_t l = layers - 1; l >= 0; --l) {
+                const int64_t n_in = sizes[l], n = sizes[l + 1];
+                T* w = weights[l] + k * n * n_in;
+                T* b = biases[l] + k * n;
+                T* nabla_w = weight_gradients[l] + k * n * n_in;
+                T* nabla_b = bias_gradients[l] + k * n;
+                if (l > 0) {
+                    for (int64_t i = 0; i < batch; ++i)
+                        work.rows[i] = work.activations[l - 1].data() + i * n_in;
+                } else {
+                    for (int64_t i = 0; i < batch; ++i)
+                        work.rows[i] = images + examples[i] * sizes[0];
+                }
+                if (l > 0) {  // BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), σ' = a(1 − a)
+                    T* previous = work.previous_delta.data();
+                    for (int64_t i = 0; i < batch; ++i) {
+                        T* row = previous + i * n_in;
+                        for (int64_t m = 0; m < n_in; ++m) row[m] = 0;
+                        for (int64_t j = 0; j < n; ++j) {
+                            const T d = delta[i * n + j];
+                            const T* w_j = w + j * n_in;
+#pragma omp simd
+                            for (int64_t m = 0; m < n_in; ++m) row[m] += d * w_j[m];
+                        }
+                        const T* a = work.rows[i];
+                        for (int64_t m = 0; m < n_in; ++m) row[m] *= a[m] * (T(1) - a[m]);
+                    }
+                }
+                const T bias_decay = decay_biases ? weight_decay : T(0);
+                for (int64_t j = 0; j < n; ++j) {
+                    // BP3: ∂C/∂b_j = Σ_x δ_x,j
+                    T g_b = 0;
+                    for (int64_t i = 0; i < batch; ++i) g_b += delta[i * n + j];
+                    nabla_b[j] = g_b;
+                    squares += double(g_b) * double(g_b);
+                    b[j] = b[j] - rate * (g_b + bias_decay * b[j]);  // b ← b − η (∂C/∂b + λ b)
+                }
+                // BP4: ∂C/∂W_j,m = Σ_x δ_x,j a^{l-1}_x,m, a block of examples at a time; each
+                // row's update follows its last block, while the row is in the nearest cache
+                T w_squares = 0;
+                for (int64_t i0 = 0; i0 < batch; i0 += BLOCK) {
+                    const int64_t i1 = i0 + BLOCK < batch ? i0 + BLOCK : batch;
+                    for (int64_t j = 0; j < n; ++j) {
+                        T* g = nabla_w + j * n_in;
+                        if (i0 == 0)
+                            for (int64_t m = 0; m < n_in; ++m) g[m] = 0;
+                        add_outer_products(g, delta + j, n, work.rows.data(), i0, i1, n_in);
+                        if (i1 < batch) continue;
+                        // w ← w − η (∂C/∂w + λ w): torch.optim.SGD's step without momentum
+                        T* w_j = w + j * n_in;
+#pragma omp simd reduction(+ : w_squares)
+                        for (int64_t m = 0; m < n_in; ++m) {
+                            w_squares += g[m] * g[m];
+                            w_j[m] = w_j[m] - rate * (g[m] + weight_decay * w_j[m]);
+                        }
+                    }
+                }
+                squares += w_squares;
+                if (l > 0) work.delta.swap(work.previous_delta), delta = work.delta.data();
+            }
+            norms[s * copies + k] = T(std::sqrt(squares));
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+#define GD_TORCH_STEPS(NAME, T)                                                               \
+    void NAME(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weights,        \
+              T* const* biases, T* const* weight_gradients, T* const* bias_gradients,         \
+              const T* images, const T* targets, const int64_t* indices, int64_t copy_stride, \
+              int64_t batch, int64_t start, int64_t stop, const T* learning_rates,            \
+              T weight_decay, int64_t decay_biases, int64_t cross_entropy, T cost_scale,      \
+              T* costs, T* norms) {                                                           \
+        steps<T>(copies, layers, sizes, weights, biases, weight_gradients, bias_gradients,    \
+                 images, targets, indices, copy_stride, batch, start, stop, learning_rates,   \
+                 weight_decay, decay_biases, cross_entropy, cost_scale, costs, norms);        \
+    }
+GD_TORCH_STEPS(steps_float, float)
+GD_TORCH_STEPS(steps_double, double)
+}

@@ -1,0 +1,233 @@
+"""The native steps (gd_torch.core.native) take the manual twin's steps with torch.optim.SGD."""
+
+import os
+
+import pytest
+import torch
+
+from gd_torch.core import native
+from gd_torch.core.cost import one_hot
+from gd_torch.core.manual import manual_gradients
+from gd_torch.core.model import Network
+from gd_torch.core.stacked import StackedNetworks
+
+
+def examples(count: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(count, 784, generator=generator, dtype=dtype)
+    return images, one_hot(torch.randint(0, 10, (count,), generator=generator), dtype)
+
+
+def native_steps(
+    stacked,
+    images,
+    targets,
+    orders,
+    batch_size,
+    steps,
+    rates,
+    weight_decay,
+    convention,
+    decay_biases=True,
+):
+    """``steps`` native steps of every copy of ``stacked``; returns the (steps, K) costs and
+    norms, and the last step's gradients."""
+    layers = stacked.layers
+    gradients = [torch.empty_like(p) for p in stacked.parameters()]
+    costs = torch.zeros(steps, len(stacked), dtype=images.dtype)
+    norms = torch.zeros_like(costs)
+    with torch.no_grad():
+        native.sgd_steps(
+            [layer.weight for layer in layers],
+            [layer.bias for layer in layers],
+            gradients[0::2],
+            gradients[1::2],
+            images,
+            targets,
+            orders,
+            batch_size,
+            0,
+            steps,
+            rates,
+            weight_decay,
+            convention,
+            costs,
+            norms,
+            decay_biases,
+        )
+    return costs, norms, gradients
+
+
+def eager_steps(
+    network,
+    images,
+    targets,
+    order,
+    batch_size,
+    steps,
+    rate,
+    weight_decay,
+    convention,
+    decay_biases=True,
+):
+    """The reference: the manual engine and torch.optim.SGD, step by step."""
+    weights = [layer.weight for layer in network.layers]
+    biases = [layer.bias for layer in network.layers]
+    groups = [{"params": weights}, {"params": biases, "weight_decay": weight_decay * decay_biases}]
+    optimizer = torch.optim.SGD(groups, lr=rate, weight_decay=weight_decay)
+    costs, norms = [], []
+    for step in range(steps):
+        batch = order[step * batch_size : (step + 1) * batch_size]
+        costs.append(manual_gradients(network, images[batch], targets[batch], convention).item())
+        grads = [p.grad for p in network.parameters()]
+        norms.append(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item())
+        optimizer.step()
+    return costs, norms
+
+
+@pytest.mark.parametrize("convention", ["quadratic", "nielsen", "mse", "cross-entropy"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch_size", [1, 3, 10, 70, 130])
+def test_native_steps_take_the_manual_engines_steps_with_sgd(convention, dtype, batch_size):
+    """Every cost, both types and batches of every shape the loops take (groups of four rows,
+    two, one; one block of 64 examples, and more than one): the same costs, norms, gradients
+    and weights as the eager steps, to rounding; two copies with their own rates and orders."""
+    steps = 6
+    images, targets = examples(steps * batch_size + 5, dtype)
+    sizes = (784, 16, 12, 10)
+    networks = [
+        Network(sizes, generator=torch.Generator().manual_seed(k), dtype=dtype) for k in range(2)
+    ]
+    stacked = StackedNetworks(networks)
+    orders = torch.stack(
+        [torch.randperm(len(images), generator=torch.Generator().manual_seed(k)) for k in range(2)]
+    )
+    rates = torch.tensor([0.5, 2.0], dtype=dtype)
+    costs, norms, gradients = native_steps(
+        stacked, images, targets, orders, batch_size, steps, rates, 1e-3, convention
+    )
+    tolerance = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-9, atol=0)
+    for k, network in enumerate(networks):
+        eager_costs, eager_norms = eager_steps(
+            network,
+            images,
+            targets,
+            orders[k],
+            batch_size,
+            steps,
+            rates[k].item(),
+            1e-3,
+            convention,
+        )
+        torch.testing.assert_close(costs[:, k], torch.tensor(eager_costs, dtype=dtype), **tolerance)
+        torch.testing.assert_close(norms[:, k], torch.tensor(eager_norms, dtype=dtype), **tolerance)
+        for mine, gradient, parameter in zip(stacked.parameters(), gradients, network.parameters()):
+            torch.testing.assert_close(mine[k], parameter.detach(), **tolerance)
+            torch.testing.assert_close(gradient[k], parameter.grad, **tolerance)
+
+
+def test_without_bias_decay_only_the_weights_decay():
+    images, targets = examples(40, torch.float64)
+    network = Network((784, 8, 10), dtype=torch.float64)
+    stacked = StackedNetworks([network])
+    order = torch.randperm(40).view(1, -1)
+    rate = torch.tensor([1.0], dtype=torch.float64)
+    native_steps(stacked, images, targets, order, 10, 4, rate, 0.05, "quadratic", False)
+    eager_steps(network, images, targets, order[0], 10, 4, 1.0, 0.05, "quadratic", False)
+    for mine, parameter in zip(stacked.parameters(), network.parameters()):
+        torch.testing.assert_close(mine[0], parameter.detach(), rtol=1e-9, atol=0)
+
+
+def test_a_copy_in_a_stack_takes_the_steps_it_takes_alone_bit_for_bit():
+    """Copies never mix: the same arithmetic in the same order, whatever the stack."""
+    images, targets = examples(200, torch.float32)
+    networks = [Network(generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    orders = torch.stack([torch.randperm(200) for _ in range(3)])
+    rates = torch.tensor([0.5, 1.0, 3.0])
+    together = StackedNetworks(networks)
+    native_steps(together, images, targets, orders, 10, 20, rates, 0.0, "quadratic")
+    alone = StackedNetworks([networks[2]])
+    native_steps(
+        alone, images, targets, orders[2:].contiguous(), 10, 20, rates[2:], 0.0, "quadratic"
+    )
+    for mine, theirs in zip(together.parameters(), alone.parameters()):
+        assert torch.equal(mine[2], theirs[0])
+
+
+def test_the_library_is_built_once_and_then_found_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GD_TORCH_CACHE", str(tmp_path))
+    native.library.cache_clear()
+    try:
+        native.library()
+        (built,) = tmp_path.glob("native_steps_*.so")
+        first = built.stat().st_mtime_ns
+        native.library.cache_clear()
+        native.library()
+        assert built.stat().st_mtime_ns == first and list(tmp_path.iterdir()) == [built]
+    finally:
+        native.library.cache_clear()
+
+
+def test_no_compiler_is_a_one_line_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("GD_TORCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    native.library.cache_clear()
+    try:
+        with pytest.raises(
+            native.NativeUnavailable, match=r"^no C\+\+ compiler 'no-such-compiler'"
+        ):
+            native.library()
+    finally:
+        native.library.cache_clear()
+    assert not os.listdir(tmp_path)
+
+
+def test_a_failed_build_says_the_compilers_first_line_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("GD_TORCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "FLAGS", ("-no-such-flag",))
+    native.library.cache_clear()
+    try:
+        with pytest.raises(native.NativeUnavailable, match="failed: .*no-such-flag"):
+            native.library()
+    finally:
+        native.library.cache_clear()
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(images=torch.zeros(50, 784, dtype=torch.float64)), "examples, rates"),
+        (dict(indices=torch.zeros(1, 50, dtype=torch.int32)), "indices: int64"),
+        (dict(stop=6), "steps 0..6 of 10 go past 50 indices"),
+        (dict(costs=torch.zeros(2, 1)), "costs and norms need rows for steps up to 5"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_step(change, message):
+    network = Network((784, 8, 10))
+    before = [p.detach().clone() for p in network.parameters()]
+    images, targets = examples(50, torch.float32)
+    arguments = (
+        dict(
+            weights=[layer.weight.detach().unsqueeze(0) for layer in network.layers],
+            biases=[layer.bias.detach().unsqueeze(0) for layer in network.layers],
+            weight_gradients=[torch.zeros(1, 8, 784), torch.zeros(1, 10, 8)],
+            bias_gradients=[torch.zeros(1, 8), torch.zeros(1, 10)],
+            images=images,
+            targets=targets,
+            indices=torch.arange(50).view(1, -1),
+            batch_size=10,
+            start=0,
+            stop=5,
+            learning_rates=torch.tensor([1.0]),
+            weight_decay=0.0,
+            convention="quadratic",
+            costs=torch.zeros(5, 1),
+            norms=torch.zeros(5, 1),
+        )
+        | change
+    )
+    with pytest.raises(ValueError, match=message):
+        native.sgd_steps(**arguments)
+    for parameter, kept in zip(network.parameters(), before):
+        assert torch.equal(parameter, kept)
