@@ -22,7 +22,6 @@ from tests.configs import split
 from tests.events import scalars
 from tests.fakes import synthetic_mnist
 
-
 PATHS = [("manual", "native"), ("manual", "inductor"), ("autograd", "inductor")]
 
 

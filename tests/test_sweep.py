@@ -9,7 +9,7 @@ import torch
 
 from gd_torch import train
 from gd_torch.cli import main
-from gd_torch.core import manual
+from gd_torch.core import manual, native
 from gd_torch.core.checkpoint import load_checkpoint, network_from_checkpoint
 from gd_torch.core.cost import one_hot
 from gd_torch.core.engines import ENGINES
@@ -20,7 +20,10 @@ from gd_torch.core.model import Network
 from gd_torch.core.run import gradient_norm
 from gd_torch.core.settings import RunOptions, TrainingSettings
 from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, StackedSGD, evaluate_copies
+from gd_torch.core.trajectory import FILE_NAME, Trajectory
+from gd_torch.tools import sweep as sweep_module
 from gd_torch.tools.sweep import FINAL_METRICS, sweep, sweep_settings
+from tests.events import scalars
 from tests.fakes import synthetic_mnist
 
 SIZES = (
@@ -164,10 +167,12 @@ def test_stacked_sgd_without_decaying_the_biases_equals_two_parameter_groups():
             torch.testing.assert_close(stacked_parameter[k], parameter)
 
 
-@pytest.mark.parametrize("engine", ["manual", "autograd"])
-def test_each_copy_equals_training_it_alone(engine, tmp_path):
+@pytest.mark.parametrize(
+    "engine, compile", [("manual", None), ("manual", True), ("autograd", None)]
+)
+def test_each_copy_equals_training_it_alone(engine, compile, tmp_path):
     """120 SGD steps (two epochs of 600 images): batched and single runs still agree to float32
-    rounding."""
+    rounding; and so do the native steps' copies (``compile``)."""
     data = synthetic_mnist()
     base = TrainingSettings(
         epochs=2,
@@ -177,10 +182,18 @@ def test_each_copy_equals_training_it_alone(engine, tmp_path):
         engine=engine,
         cost="cross-entropy" if engine == "autograd" else "quadratic",
     )
-    options = RunOptions(runs_dir=str(tmp_path / "runs"), download=False, data_root=str(tmp_path))
-    result = sweep(
-        base, options, seeds=[3, 4], learning_rates=[1.0, 2.5], data=data, out=io.StringIO()
+    options = RunOptions(
+        runs_dir=str(tmp_path / "runs"), download=False, data_root=str(tmp_path), compile=compile
     )
+    out = io.StringIO()
+    result = sweep(base, options, seeds=[3, 4], learning_rates=[1.0, 2.5], data=data, out=out)
+    taken = {
+        ("manual", True): "native C++ steps (--compile)",
+        ("manual", None): "reference loop (480 copy-steps do not earn the compile",
+        ("autograd", None): "reference loop (the native steps are the manual engine's",
+    }[engine, compile]
+    assert f"SGD steps of 4 copies: {taken}" in out.getvalue()
+    options = dataclasses.replace(options, compile=None)
     assert [(c.learning_rate, c.seed) for c in result.settings] == [
         (1.0, 3),
         (1.0, 4),
@@ -263,7 +276,10 @@ def test_summary_files_hold_every_copy_and_the_mean_and_std_per_rate(fake_mnist_
         (["--seeds", "1", "1"], "--seeds must be distinct"),
         (["--num-seeds", "0"], "--num-seeds must be a positive integer"),
         (["--learning-rates", "1", "-2"], "--learning-rate must be a finite number > 0"),
-        (["--compile"], "--compile is not supported by gd-torch sweep"),
+        (
+            ["--compile", "--engine", "autograd"],
+            "--compile in a sweep takes the native steps, which are the manual engine",
+        ),
         (["--time-budget", "60"], "--time-budget is not supported by gd-torch sweep"),
         (["--momentum", "0.5"], "--momentum is not supported by gd-torch sweep"),
         (["--threads", "1000000000"], "--threads 1000000000 is more than the"),
@@ -287,12 +303,14 @@ def test_sweep_settings_vary_only_seed_and_rate():
         sweep_settings(base, [])
 
 
-def test_a_diverging_copy_stops_alone_and_the_others_train_on_and_are_saved(tmp_path):
-    """``gd-torch sweep --learning-rates 1e6 3``: the η = 1e6 copy diverges in its first steps."""
+@pytest.mark.parametrize("compile", [None, True])
+def test_a_diverging_copy_stops_alone_and_the_others_train_on_and_are_saved(compile, tmp_path):
+    """``gd-torch sweep --learning-rates 1e6 3``: the η = 1e6 copy diverges in its first steps,
+    on the reference loop and on the native steps."""
     out = io.StringIO()
     result = sweep(
         TrainingSettings(epochs=2),
-        RunOptions(runs_dir=str(tmp_path), image_every=0, log_every=20),
+        RunOptions(runs_dir=str(tmp_path), image_every=0, log_every=20, compile=compile),
         [0, 1],
         [1e6, 3.0],
         data=synthetic_mnist(600, 200),
@@ -353,6 +371,84 @@ def test_a_copy_whose_batch_cost_turns_nan_stops_at_that_step_and_the_other_trai
     assert "seed 1 diverged at step 26 (epoch 1): its batch cost is not finite" in out.getvalue()
     for trained, alone in zip(poisoned.networks[0].parameters(), clean.networks[0].parameters()):
         assert torch.equal(trained, alone)  # copy 0 never saw copy 1's NaN
+
+
+def test_a_copy_whose_native_cost_turns_nan_inside_a_call_stops_at_that_step(tmp_path, monkeypatch):
+    """The native steps check a call's costs after it: copy 1's weights made NaN after step 25,
+    in the middle of a call of 60 steps, make its step-26 cost NaN, and it is stopped there;
+    copy 0 is bit for bit the copy of a clean sweep."""
+    data = synthetic_mnist(600, 200)
+    options = RunOptions(image_every=0, log_every=1000, compile=True)
+
+    def run(name, out):
+        return sweep(
+            TrainingSettings(epochs=2),
+            dataclasses.replace(options, runs_dir=str(tmp_path / name)),
+            [0, 1],
+            data=data,
+            out=out,
+        )
+
+    clean = run("clean", io.StringIO())
+    sgd_steps, calls = native.sgd_steps, []
+
+    def poisoned_after_step_25(weights, *arguments):
+        (start, stop), before, after = arguments[7:9], arguments[:7], arguments[9:]
+        calls.append((start, stop))
+        if start < 25 < stop:  # the call that takes step 25: split around it
+            sgd_steps(weights, *before, start, 25, *after)
+            weights[0][1, 3, 100] = float("nan")
+            start = 25
+        sgd_steps(weights, *before, start, stop, *after)
+
+    monkeypatch.setattr(native, "sgd_steps", poisoned_after_step_25)
+    out = io.StringIO()
+    poisoned = run("poisoned", out)
+    assert calls == [(0, 60), (0, 60)]  # two epochs, a call each
+    rows = list(csv.DictReader((poisoned.sweep_dir / "summary.csv").open()))
+    assert [row["diverged_at_step"] for row in rows] == ["", "26"]
+    assert "seed 1 diverged at step 26 (epoch 1): its batch cost is not finite" in out.getvalue()
+    for trained, alone in zip(poisoned.networks[0].parameters(), clean.networks[0].parameters()):
+        assert torch.equal(trained, alone)
+
+
+def test_native_sweep_steps_log_and_snapshot_where_the_reference_loop_does(
+    tmp_path, monkeypatch
+):
+    """Calls of native steps end where a step is logged or snapshotted; a smaller last batch
+    (600 = 85 · 7 + 5) takes the reference step; weight decay on the weights only: the same
+    logged steps, snapshots and weights as the reference loop, to rounding. (Left to choose:
+    --compile refuses --snapshot-every, which a single run's compiled calls cannot keep.)"""
+    monkeypatch.setattr(sweep_module, "NATIVE_AUTO_STEPS", 1)
+    data = synthetic_mnist(600, 200)
+    base = TrainingSettings(epochs=2, batch_size=7, weight_decay=1e-3, weight_decay_on="weights")
+    results = {}
+    for compile in (False, True):
+        options = RunOptions(
+            runs_dir=str(tmp_path / str(compile)),
+            image_every=0,
+            log_every=7,
+            snapshot_every=9,
+            compile=None if compile else False,
+        )
+        results[compile] = sweep(base, options, [0, 1], [0.5, 3.0], data=data, out=io.StringIO())
+    for reference, fast in zip(results[False].networks, results[True].networks, strict=True):
+        for mine, theirs in zip(fast.parameters(), reference.parameters()):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+    for reference, fast in zip(
+        sorted(results[False].sweep_dir.glob("lr*")),
+        sorted(results[True].sweep_dir.glob("lr*")),
+        strict=True,
+    ):
+        for tag in ("batch/train_cost", "batch/gradient_norm"):
+            (steps, values), (fast_steps, fast_values) = (
+                zip(*scalars(run_dir, tag)) for run_dir in (reference, fast)
+            )
+            assert fast_steps == steps == tuple(range(7, 2 * 86 + 1, 7))
+            assert fast_values == pytest.approx(values, rel=1e-4)
+        slow, quick = (Trajectory.load(run_dir / FILE_NAME) for run_dir in (reference, fast))
+        assert quick.steps == slow.steps and {9, 86, 171, 172} <= set(quick.steps)
+        torch.testing.assert_close(quick.points, slow.points, rtol=1e-4, atol=1e-5)
 
 
 def test_a_sweep_whose_every_copy_diverges_ends_with_status_3_and_its_summary(tmp_path):

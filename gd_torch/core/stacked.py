@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from gd_torch.core import manual
+from gd_torch.core import manual, native
 from gd_torch.core.cost import cost
 from gd_torch.core.data import Split
 from gd_torch.core.engines import ENGINES, filled_gradients
@@ -162,3 +162,59 @@ class StackedSGD:
         torch._foreach_addcmul_(
             self.parameters, self.rates, filled_gradients(self.parameters), value=-1
         )  # w_k ← w_k − η_k ∇C_k
+
+
+class NativeStackedSteps:
+    """The steps of an epoch of K stacked copies by the native steps (gd_torch.core.native), the
+    manual engine's BP1-BP4 and ``StackedSGD``'s update in C++, one copy after another: what the
+    eager stacked step computes (to rounding), without its operators' dispatch, which is most of
+    a step of small copies. ``orders`` (K, N): copy k's examples in its SGD order, step s
+    taking ``orders[k, s·B : (s+1)·B]``; ``steps(start, stop)`` takes the full batches
+    start..stop − 1, and leaves each one's C_k and ‖∇C_k‖ in ``costs[s]`` and ``norms[s]``
+    (K,), and the last one's ∇C_k in the stacked ``.grad``."""
+
+    def __init__(
+        self,
+        stacked: StackedNetworks,
+        split: Split,
+        orders: Tensor,
+        batch_size: int,
+        learning_rates: Tensor,
+        weight_decay: float,
+        convention: str,
+        decay_biases: bool = True,
+    ):
+        self.stacked, self.split, self.orders = stacked, split, orders.contiguous()
+        self.batch_size, self.learning_rates = batch_size, learning_rates.contiguous()
+        self.weight_decay, self.convention, self.decay_biases = (
+            weight_decay,
+            convention,
+            decay_biases,
+        )
+        self.full_batches = orders.shape[1] // batch_size
+        self.costs = torch.zeros(self.full_batches, len(stacked), dtype=learning_rates.dtype)
+        self.norms = torch.zeros_like(self.costs)
+        for parameter in stacked.parameters():
+            parameter.grad = torch.zeros_like(parameter)
+
+    @torch.no_grad()
+    def steps(self, start: int, stop: int) -> None:
+        layers = self.stacked.layers
+        native.sgd_steps(
+            [layer.weight for layer in layers],
+            [layer.bias for layer in layers],
+            filled_gradients(layer.weight for layer in layers),
+            filled_gradients(layer.bias for layer in layers),
+            self.split.images,
+            self.split.targets,
+            self.orders,
+            self.batch_size,
+            start,
+            stop,
+            self.learning_rates,
+            self.weight_decay,
+            self.convention,
+            self.costs,
+            self.norms,
+            self.decay_biases,
+        )

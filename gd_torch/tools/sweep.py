@@ -41,8 +41,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gd_torch.core import distributed
+from gd_torch.core import distributed, native
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
+from gd_torch.core.compiled import NATIVE_AUTO_STEPS, STEPS_PER_CALL
 from gd_torch.core.data import Mnist, shuffled_batches
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
@@ -54,7 +55,13 @@ from gd_torch.core.model import Network
 from gd_torch.core.naming import group_labels, sweep_name, varying
 from gd_torch.core.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
-from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, StackedSGD, evaluate_copies
+from gd_torch.core.stacked import (
+    STACKED_ENGINES,
+    NativeStackedSteps,
+    StackedNetworks,
+    StackedSGD,
+    evaluate_copies,
+)
 from gd_torch.core.trajectory import FILE_NAME, start_trajectory
 from gd_torch.core.weight_space import point_of
 from gd_torch.dashboard.tensorboard import TrainingLog, start_group, view_command
@@ -132,13 +139,50 @@ def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[T
 
 def unsupported(options: RunOptions, base: TrainingSettings | None = None) -> list[str]:
     """The options given (and, with ``base``, its settings) that a sweep cannot batch: its
-    copies share one loop of plain, eager stacked SGD steps."""
+    copies share one loop of plain stacked SGD steps."""
     given = {
-        "--compile": options.compile,
         "--time-budget": options.time_budget,
         "--momentum": base is not None and base.momentum,
     }
     return [option for option, value in given.items() if value]
+
+
+def native_able(config: TrainingSettings, device: torch.device) -> bool:
+    """Whether copies of ``config`` can take the native steps: the manual engine's, on the CPU."""
+    return (
+        config.engine == "manual"
+        and device.type == "cpu"
+        and config.torch_dtype in native.FUNCTIONS
+    )
+
+
+def steps_taken_by(
+    base: TrainingSettings, options: RunOptions, device: torch.device, copy_steps: int
+) -> tuple[bool, str]:
+    """Whether a stack takes the native steps, and why (for its ``SGD steps:`` line): asked
+    with --compile, refused with --no-compile, else taken when its copies' SGD steps together
+    earn the build, as a single run's (gd_torch.core.compiled.choose)."""
+    if options.compile is False:
+        return False, "reference loop (--no-compile)"
+    if not native_able(base, device):
+        return False, "reference loop (the native steps are the manual engine's, on the CPU)"
+    if options.compile:
+        return True, "native C++ steps (--compile)"
+    if options.dry_run or copy_steps < NATIVE_AUTO_STEPS:
+        return False, (
+            f"reference loop ({copy_steps:,} copy-steps do not earn the compile; --compile to "
+            "force it)"
+        )
+    return True, (
+        f"native C++ steps ({copy_steps:,} copy-steps earn the compile; --no-compile for the "
+        "reference)"
+    )
+
+
+def first_not_finite(costs: Tensor) -> dict[int, int]:
+    """{k: the first row of ``costs`` (steps, K) whose C_k is not finite}, for each such copy."""
+    bad = ~costs.isfinite()
+    return {k: int(bad[:, k].nonzero()[0]) for k in bad.any(dim=0).nonzero().flatten().tolist()}
 
 
 def sweep(
@@ -211,6 +255,11 @@ def train_copies(
         return copies
 
     configs = shards.exchange(shards.together(plan if leader else list))[0]  # rank 0's plan
+    if options.compile and not all(native_able(config, device) for config in configs):
+        raise GdTorchError(
+            "--compile in a sweep takes the native steps, which are the manual engine's on the "
+            "CPU in float32 or float64: sweep without --compile"
+        )
     widest = max(configs, key=lambda config: config.batch_size)  # must fit the training set
     data = shards.together(lambda: prepare_data(widest, options, device, data))
     require_network_memory(
@@ -456,13 +505,17 @@ def train_stacked(
     when = dict(cost=base.cost, last_epoch=epochs, image_every=options.image_every)
     diverged: dict[int, int] = {}  # copy k: the step at which it diverged
     cost_every = 1 if device.type == "cpu" else options.log_every  # as a single run's guard
+    copy_steps = len(configs) * (epochs - done) * math.ceil(len(train) / base.batch_size)
+    native_steps, why = steps_taken_by(base, options, device, copy_steps)
+    print(f"{prefix}SGD steps of {len(configs)} copies: {why}", file=out, flush=True)
 
-    def stop_diverged(sane: Tensor, what: str, epoch: int) -> None:
-        """Stop each copy that is not ``sane``, alone; the others train on."""
+    def stop_diverged(sane: Tensor, what: str, epoch: int, at: int | None = None) -> None:
+        """Stop each copy that is not ``sane``, alone, at step ``at`` (default: this one); the
+        others train on."""
         for k in (~sane).nonzero().flatten().tolist():
             if k in diverged:
                 continue
-            diverged[k] = step
+            diverged[k] = at = step if at is None else at
             config, last = configs[k], run_dirs[k] / "last.pt"
             kept = (
                 f"its last good checkpoint, {last}, is kept"
@@ -470,13 +523,47 @@ def train_stacked(
                 else "no checkpoint had been written yet"
             )
             message = (
-                f"copy η {config.learning_rate:g} seed {config.seed} diverged at step {step} "
+                f"copy η {config.learning_rate:g} seed {config.seed} diverged at step {at} "
                 f"(epoch {epoch}): {what}; {kept}; the other copies train on. "
                 f"{divergence_hint(config)}"
             )
             print(prefix + message, file=out, flush=True)
-            logs[k].writer.add_text("diverged", message, step)
+            logs[k].writer.add_text("diverged", message, at)
             logs[k].writer.flush()
+
+    def until_due() -> int:
+        """Steps from this one to the next that is logged or snapshotted: where a call of native
+        steps ends, so that the weights and gradients there are those of that step."""
+        due = (
+            [options.log_every, options.snapshot_every]
+            if options.snapshot_every
+            else [options.log_every]
+        )
+        return min(every - step % every for every in due)
+
+    def end_of_steps(batch_costs: Tensor, epoch: int) -> None:
+        """After the steps up to ``step`` (the last one's C_k in ``batch_costs``): a snapshot, a
+        signal, the log, each when due."""
+        if options.snapshot_every and step % options.snapshot_every == 0:
+            for trajectory, point in zip(trajectories, stacked.points()):
+                trajectory.add(step, epoch - 1, point)
+        if guard.stop_signal is not None:  # Ctrl-C, SIGTERM: the last epoch's checkpoints
+            raise Interrupted(
+                f"stopped by {signal.Signals(guard.stop_signal).name} in epoch {epoch}",
+                guard.stop_signal,
+            )
+        if step % options.log_every == 0:
+            stop_diverged(
+                sane_copies(list(stacked.parameters())),
+                "some weights or biases are not finite or beyond ±1e20",
+                epoch,
+            )
+            norms = stacked.gradient_norms().tolist()
+            for k, (log, *values) in enumerate(
+                zip(logs, batch_costs.tolist(), norms, rates.tolist())
+            ):
+                if k not in diverged:
+                    log.batch(step, *values)
 
     locks = contextlib.ExitStack()  # each copy's run directory is locked while it is written
     try:
@@ -501,48 +588,56 @@ def train_stacked(
                 )
                 * alive
             )  # η_k, (K,); 0 for a diverged copy, which takes no more steps
-            stacked_sgd = StackedSGD(
-                stacked, rates, base.weight_decay, base.weight_decay_on == "all"
-            )
+            decay_biases = base.weight_decay_on == "all"
+            stacked_sgd = StackedSGD(stacked, rates, base.weight_decay, decay_biases)
             orders = torch.stack(
                 [
                     torch.cat(shuffled_batches(len(train), base.batch_size, order))
                     for _, order in generators
                 ]
-            )  # (K, N)
-            for indices in orders.to(device).split(
-                base.batch_size, dim=1
-            ):  # copy k's mini-batch in row k, (K, B)
+            ).to(device)  # (K, N): copy k's examples in its SGD order
+            batches = orders.split(base.batch_size, dim=1)  # copy k's mini-batch in row k, (K, B)
+            if native_steps:  # the full batches in calls of up to STEPS_PER_CALL steps
+                epoch_steps = NativeStackedSteps(
+                    stacked,
+                    train,
+                    orders,
+                    base.batch_size,
+                    rates,
+                    base.weight_decay,
+                    base.cost,
+                    decay_biases,
+                )
+                start, batches = 0, batches[epoch_steps.full_batches :]
+                while start < epoch_steps.full_batches:
+                    stop = min(
+                        start + STEPS_PER_CALL, epoch_steps.full_batches, start + until_due()
+                    )
+                    epoch_steps.steps(start, stop)
+                    costs, first = epoch_steps.costs[start:stop], step
+                    step += stop - start
+                    if not math.isfinite(costs.sum().item()):  # as one sum a step, below
+                        for k, at in first_not_finite(costs).items():
+                            stop_diverged(
+                                torch.arange(len(configs)) != k,
+                                "its batch cost is not finite",
+                                epoch,
+                                first + at + 1,
+                            )
+                    end_of_steps(costs[-1], epoch)
+                    start = stop
+            for indices in batches:  # every batch on the reference loop, else a smaller last one
                 flat = indices.flatten()
                 images = train.images.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 784)
                 targets = train.targets.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 10)
                 batch_costs = compute_gradients(stacked, images, targets, base.cost)  # (K,)
                 stacked_sgd.step()
                 step += 1
-                if options.snapshot_every and step % options.snapshot_every == 0:
-                    for trajectory, point in zip(trajectories, stacked.points()):
-                        trajectory.add(step, epoch - 1, point)
                 if step % cost_every == 0 and not math.isfinite(batch_costs.sum().item()):
                     # a non-finite C_k makes Σ_k C_k non-finite: one sum a step, and the copies'
                     # own checks only then (they decide; an overflowing sum stops no copy)
                     stop_diverged(batch_costs.isfinite(), "its batch cost is not finite", epoch)
-                if guard.stop_signal is not None:  # Ctrl-C, SIGTERM: the last epoch's checkpoints
-                    raise Interrupted(
-                        f"stopped by {signal.Signals(guard.stop_signal).name} in epoch {epoch}",
-                        guard.stop_signal,
-                    )
-                if step % options.log_every == 0:
-                    stop_diverged(
-                        sane_copies(list(stacked.parameters())),
-                        "some weights or biases are not finite or beyond ±1e20",
-                        epoch,
-                    )
-                    norms = stacked.gradient_norms().tolist()
-                    for k, (log, *values) in enumerate(
-                        zip(logs, batch_costs.tolist(), norms, rates.tolist())
-                    ):
-                        if k not in diverged:
-                            log.batch(step, *values)
+                end_of_steps(batch_costs, epoch)
             measured = measure(
                 lambda split: evaluate_copies(stacked, split, base.cost), data
             )  # all K at once
