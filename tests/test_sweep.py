@@ -412,9 +412,7 @@ def test_a_copy_whose_native_cost_turns_nan_inside_a_call_stops_at_that_step(tmp
         assert torch.equal(trained, alone)
 
 
-def test_native_sweep_steps_log_and_snapshot_where_the_reference_loop_does(
-    tmp_path, monkeypatch
-):
+def test_native_sweep_steps_log_and_snapshot_where_the_reference_loop_does(tmp_path, monkeypatch):
     """Calls of native steps end where a step is logged or snapshotted; a smaller last batch
     (600 = 85 · 7 + 5) takes the reference step; weight decay on the weights only: the same
     logged steps, snapshots and weights as the reference loop, to rounding. (Left to choose:
