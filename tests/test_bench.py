@@ -50,7 +50,14 @@ def test_bench_reports_every_row_consistently(fake_mnist_root):
         cpu["gflop_per_epoch"] / cpu["matmul_gflop_per_second"]
     )
     rows = {(row["name"].split(" (")[0], row["batch_size"]): row for row in cpu["rows"]}
-    names = ("tutorial pipeline", "autograd", "manual", "autograd, compiled", "manual, compiled")
+    names = (
+        "tutorial pipeline",
+        "autograd",
+        "manual",
+        "autograd, compiled by Inductor",
+        "manual, compiled by Inductor",
+        "manual, native steps",
+    )
     expected = {(name, batch_size) for name in names for batch_size in (10, 100)}
     others = {
         ("manual, TensorBoard log on", 10),
@@ -167,12 +174,16 @@ def test_bench_times_the_whole_default_run_twice_in_new_processes(fake_mnist_roo
 
 
 def test_bench_times_each_compile_cold_and_cached_in_new_processes(fake_mnist_root, monkeypatch):
-    """One engine at one batch size (a compile is the slow part of the test suite)."""
-    monkeypatch.setattr(bench_run, "COMPILED_ENGINES", ("manual",))
+    """The native steps at one batch size (an Inductor compile is the slow part of the test
+    suite; test_bench_reports_every_row_consistently compiles those)."""
+    monkeypatch.setattr(bench_run, "COMPILED", (("manual", "native"),))
     rows = bench_run.compile_rows(str(fake_mnist_root), False, 1, [10], print)
-    assert [row["name"] for row in rows] == ["compile manual, cold", "compile manual, cached"]
+    assert [row["name"] for row in rows] == [
+        "compile manual native, cold",
+        "compile manual native, cached",
+    ]
     for row in rows:
         assert row["batch_size"] == 10 and row["steps"] > 0
         assert row["seconds"] == pytest.approx(row["first_call"] - row["steps"])
     table = end_to_end_table([row | {"floor_epochs": 1.0} for row in rows])
-    assert table.splitlines()[-2].startswith("compile manual, cold")
+    assert table.splitlines()[-2].startswith("compile manual native, cold")

@@ -140,12 +140,14 @@ def engine_row(
     device: torch.device,
     log_dir: str | None = None,
     compile: bool = False,
+    path: str | None = None,
 ) -> Row:
     """Our engine exactly as ``gd-torch train`` runs it: its epoch, per-step checks (and the
-    TensorBoard callback at its defaults, images aside: they have their own row)."""
+    TensorBoard callback at its defaults, images aside: they have their own row); with
+    ``compile``, on the fast path, whose steps are ``path``'s (``native``, ``inductor``)."""
     log = CountedTensorBoard() if log_dir else None
     run, run_epoch, order_generator = bench_run.prepared_run(
-        engine, batch_size, data, device, compile, log, log_dir
+        engine, batch_size, data, device, compile, log, log_dir, path
     )
 
     def epoch() -> None:
@@ -153,7 +155,12 @@ def engine_row(
         run.history = [{"seconds": 0.0, "test_accuracy": 0.0}]
         run.notify("on_epoch_end")  # the per-epoch scalars of a real run (epoch 1: no histograms)
 
-    name = f"{engine}" + (", compiled" if compile else "") + (", TensorBoard log on" if log else "")
+    steps = {"native": ", native steps", "inductor": ", compiled by Inductor"}
+    name = (
+        engine
+        + (steps[path or "inductor"] if compile else "")
+        + (", TensorBoard log on" if log else "")
+    )
     return Row(name, batch_size, lambda: timed(epoch, device), len(data.train), log=log)
 
 
@@ -298,8 +305,9 @@ def bench_device(
         rows += [engine_row(engine, batch_size, data, device) for engine in ("autograd", "manual")]
         if compile:  # compiling happens in the warm-up round
             rows += [
-                engine_row(engine, batch_size, data, device, compile=True)
-                for engine in ("autograd", "manual")
+                engine_row(engine, batch_size, data, device, compile=True, path=path)
+                for engine, path in bench_run.COMPILED
+                if device.type == "cpu" or path == "inductor"
             ]
     logged = engine_row(settings.engine, batch_sizes[0], data, device, log_dir)
     rows.append(logged)

@@ -8,12 +8,14 @@ the epochs, in seconds and in floor-epochs: seconds ÷ the floor's seconds per e
                                  Inductor's once-per-machine work too
     whole default run, again     the same in a second new process, with the cache the first left:
                                  every later run of the same network and batch size
-    compile <engine>, batch B    the fast path's first call of STEPS_PER_CALL steps less its
-                                 second call (so: the compile alone), in a new process, with an
-                                 empty cache (cold) and then with the cache it left (cached)
+    compile <engine> <path>,     the fast path's first call of STEPS_PER_CALL steps less its
+    batch B                      second call (so: the compile alone), in a new process, with an
+                                 empty cache (cold) and then with the cache it left (cached),
+                                 for each of its steps: the native steps (the manual engine's
+                                 on the CPU; their build serves every batch size) and Inductor's
 
-Each figure takes a new temporary TORCHINDUCTOR_CACHE_DIR, so that what the user's own cache
-holds cannot make it look faster than a first run.
+Each figure takes a new temporary TORCHINDUCTOR_CACHE_DIR and GD_TORCH_CACHE, so that what the
+user's own caches hold cannot make it look faster than a first run.
 """
 
 import json
@@ -38,7 +40,9 @@ from gd_torch.core.run import Run
 from gd_torch.core.settings import RunOptions, TrainingSettings
 from gd_torch.dashboard.tensorboard import TensorBoard
 
-COMPILED_ENGINES = ("manual", "autograd")
+# (engine, fast path's steps) of the compile rows; the manual engine's Inductor loop runs only
+# where the native steps cannot (off the CPU), and is timed for the comparison
+COMPILED = (("manual", "native"), ("manual", "inductor"), ("autograd", "inductor"))
 FINAL_LINE = re.compile(r"final test accuracy (\d+\.\d+)%")
 
 
@@ -46,7 +50,7 @@ def new_process(arguments: list[str], cache_dir: str) -> tuple[float, float, str
     """(seconds from the start of ``python -m <arguments>`` to its end, the CPU seconds it and
     the processes it waited for took, what it printed). The CPU seconds are what a busy machine
     inflates least."""
-    environment = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache_dir}
+    environment = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache_dir, "GD_TORCH_CACHE": cache_dir}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     finished = subprocess.run(
@@ -106,15 +110,16 @@ def compile_rows(
     """For each engine and batch size: the fast path's compile, cold and then cached."""
     rows = []
     for batch_size in batch_sizes:
-        for engine in COMPILED_ENGINES:
+        for engine, path in COMPILED:
             with tempfile.TemporaryDirectory() as cache_dir:
                 for cache in ("cold", "cached"):
-                    name = f"compile {engine}, {cache}"
+                    name = f"compile {engine} {path}, {cache}"
                     progress(f"{name}, batch {batch_size} (a new process)")
                     *_, printed = new_process(
                         [
                             "gd_torch.tools.bench_run",
                             engine,
+                            path,
                             str(batch_size),
                             data_root,
                             str(download),
@@ -151,9 +156,11 @@ def prepared_run(
     compile: bool = False,
     log: TensorBoard | None = None,
     log_dir: str | None = None,
+    path: str | None = None,
 ) -> tuple[Run, Callable[[torch.Tensor], None], torch.Generator]:
     """The default run's state at ``batch_size`` as ``gd-torch train`` prepares it, with its epoch
-    (the reference loop, or the compiled one with ``compile``) and the generator of its orders."""
+    (the reference loop, or the fast path with ``compile``, its steps ``path``'s: ``native`` or
+    ``inductor``, by default the run's own) and the generator of its orders."""
     settings = TrainingSettings(engine=engine, batch_size=batch_size)
     options = RunOptions(compile=compile, image_every=0)  # the data is given: no data_root
     init_generator, order_generator = seeded_generators(settings.seed)
@@ -173,17 +180,21 @@ def prepared_run(
         epoch=1,
     )
     run.notify("on_run_start")
-    return run, epoch_function(run), order_generator
+    return run, epoch_function(run, path=path), order_generator
 
 
-def first_call_seconds(engine: str, batch_size: int, data_root: str, download: bool) -> dict:
+def first_call_seconds(
+    engine: str, path: str, batch_size: int, data_root: str, download: bool
+) -> dict:
     """In this process, on the CPU: the default run's fast path at ``batch_size``, its first call
     (compile and STEPS_PER_CALL steps, or an epoch's when fewer) timed, then a second call of as
     many steps (the steps alone); seconds = the difference, the compile."""
     device = torch.device("cpu")
     options = RunOptions(data_root=data_root, download=download)
     data = prepare_data(TrainingSettings(), options, device)
-    run, run_epoch, order_generator = prepared_run(engine, batch_size, data, device, compile=True)
+    run, run_epoch, order_generator = prepared_run(
+        engine, batch_size, data, device, compile=True, path=path
+    )
     examples = min(STEPS_PER_CALL, len(data.train) // batch_size) * batch_size  # full batches
     seconds = []
     for _ in range(2):
@@ -195,6 +206,8 @@ def first_call_seconds(engine: str, batch_size: int, data_root: str, download: b
 
 
 if __name__ == "__main__":
-    engine, batch_size, data_root, download, threads = sys.argv[1:]
+    engine, path, batch_size, data_root, download, threads = sys.argv[1:]
     torch.set_num_threads(int(threads))
-    print(json.dumps(first_call_seconds(engine, int(batch_size), data_root, download == "True")))
+    print(
+        json.dumps(first_call_seconds(engine, path, int(batch_size), data_root, download == "True"))
+    )
