@@ -101,6 +101,82 @@ void add_outer_products(T* g, const T* delta, int64_t stride, const T* const* ro
     }
 }
 
+// weighted_inputs for two neurons j, j + 1 at once (weights w0, w1, biases b0, b1; z of j + 1 is
+// z + 1): four rows and two weight rows to a pass, so eight multiply-adds share six loads
+template <typename T>
+void weighted_inputs_pair(const T* w0, const T* w1, T b0, T b1, const T* const* rows, int64_t i0,
+                          int64_t i1, int64_t n_in, T* z, int64_t z_stride) {
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        const T *x0 = rows[i], *x1 = rows[i + 1], *x2 = rows[i + 2], *x3 = rows[i + 3];
+        T s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, t0, t1, t2, t3)
+        for (int64_t m = 0; m < n_in; ++m) {
+            s0 += w0[m] * x0[m];
+            s1 += w0[m] * x1[m];
+            s2 += w0[m] * x2[m];
+            s3 += w0[m] * x3[m];
+            t0 += w1[m] * x0[m];
+            t1 += w1[m] * x1[m];
+            t2 += w1[m] * x2[m];
+            t3 += w1[m] * x3[m];
+        }
+        const T sums[4] = {s0, s1, s2, s3}, next[4] = {t0, t1, t2, t3};
+        for (int r = 0; r < 4; ++r) {
+            z[(i + r) * z_stride] = b0 + sums[r];
+            z[(i + r) * z_stride + 1] = b1 + next[r];
+        }
+    }
+    if (i + 2 <= i1) {
+        const T *x0 = rows[i], *x1 = rows[i + 1];
+        T s0 = 0, s1 = 0, t0 = 0, t1 = 0;
+#pragma omp simd reduction(+ : s0, s1, t0, t1)
+        for (int64_t m = 0; m < n_in; ++m) {
+            s0 += w0[m] * x0[m];
+            s1 += w0[m] * x1[m];
+            t0 += w1[m] * x0[m];
+            t1 += w1[m] * x1[m];
+        }
+        z[i * z_stride] = b0 + s0, z[i * z_stride + 1] = b1 + t0;
+        z[(i + 1) * z_stride] = b0 + s1, z[(i + 1) * z_stride + 1] = b1 + t1;
+        i += 2;
+    }
+    weighted_inputs(w0, b0, rows, i, i1, n_in, z, z_stride);  // the row left, if one is
+    weighted_inputs(w1, b1, rows, i, i1, n_in, z + 1, z_stride);
+}
+
+// add_outer_products for two neurons j, j + 1 at once (gradient rows g0, g1; δ_i,j+1 is
+// delta[i * stride + 1]): four rows of a^{l-1} to a pass over both gradient rows
+template <typename T>
+void add_outer_products_pair(T* g0, T* g1, const T* delta, int64_t stride, const T* const* rows,
+                             int64_t i0, int64_t i1, int64_t n_in) {
+    int64_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        const T* d = delta + i * stride;
+        const T d0 = d[0], d1 = d[stride], d2 = d[2 * stride], d3 = d[3 * stride];
+        const T e0 = d[1], e1 = d[stride + 1], e2 = d[2 * stride + 1], e3 = d[3 * stride + 1];
+        const T *x0 = rows[i], *x1 = rows[i + 1], *x2 = rows[i + 2], *x3 = rows[i + 3];
+#pragma omp simd
+        for (int64_t m = 0; m < n_in; ++m) {
+            g0[m] += d0 * x0[m] + d1 * x1[m] + d2 * x2[m] + d3 * x3[m];
+            g1[m] += e0 * x0[m] + e1 * x1[m] + e2 * x2[m] + e3 * x3[m];
+        }
+    }
+    if (i + 2 <= i1) {
+        const T* d = delta + i * stride;
+        const T d0 = d[0], d1 = d[stride], e0 = d[1], e1 = d[stride + 1];
+        const T *x0 = rows[i], *x1 = rows[i + 1];
+#pragma omp simd
+        for (int64_t m = 0; m < n_in; ++m) {
+            g0[m] += d0 * x0[m] + d1 * x1[m];
+            g1[m] += e0 * x0[m] + e1 * x1[m];
+        }
+        i += 2;
+    }
+    add_outer_products(g0, delta, stride, rows, i, i1, n_in);  // the row left, if one is
+    add_outer_products(g1, delta + 1, stride, rows, i, i1, n_in);
+}
+
 template <typename T>
 struct Step {  // one copy's buffers for one mini-batch, reused step after step
     std::vector<std::vector<T>> activations;  // a^1 .. a^L, (batch, n_l)
@@ -139,10 +215,16 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
                 if (l > 0)
                     for (int64_t i = 0; i < batch; ++i)
                         work.rows[i] = work.activations[l - 1].data() + i * n_in;
-                for (int64_t i0 = 0; i0 < batch; i0 += BLOCK)
-                    for (int64_t j = 0; j < n; ++j)
-                        weighted_inputs(w + j * n_in, b[j], work.rows.data(), i0,
-                                        i0 + BLOCK < batch ? i0 + BLOCK : batch, n_in, a + j, n);
+                for (int64_t i0 = 0; i0 < batch; i0 += BLOCK) {
+                    const int64_t i1 = i0 + BLOCK < batch ? i0 + BLOCK : batch;
+                    int64_t j = 0;
+                    for (; j + 2 <= n; j += 2)
+                        weighted_inputs_pair(w + j * n_in, w + (j + 1) * n_in, b[j], b[j + 1],
+                                             work.rows.data(), i0, i1, n_in, a + j, n);
+                    if (j < n)
+                        weighted_inputs(w + j * n_in, b[j], work.rows.data(), i0, i1, n_in,
+                                        a + j, n);
+                }
                 if (l == layers - 1)
                     for (int64_t i = 0; i < batch * n; ++i) output_z[i] = a[i];
                 for (int64_t i = 0; i < batch * n; ++i) a[i] = sigmoid(a[i]);
@@ -211,16 +293,22 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
                 T w_squares = 0;
                 for (int64_t i0 = 0; i0 < batch; i0 += BLOCK) {
                     const int64_t i1 = i0 + BLOCK < batch ? i0 + BLOCK : batch;
-                    for (int64_t j = 0; j < n; ++j) {
+                    if (i0 == 0)
+                        for (int64_t m = 0; m < n * n_in; ++m) nabla_w[m] = 0;
+                    for (int64_t j = 0; j < n; j += 2) {
                         T* g = nabla_w + j * n_in;
-                        if (i0 == 0)
-                            for (int64_t m = 0; m < n_in; ++m) g[m] = 0;
-                        add_outer_products(g, delta + j, n, work.rows.data(), i0, i1, n_in);
+                        if (j + 1 < n)
+                            add_outer_products_pair(g, g + n_in, delta + j, n, work.rows.data(),
+                                                    i0, i1, n_in);
+                        else
+                            add_outer_products(g, delta + j, n, work.rows.data(), i0, i1, n_in);
                         if (i1 < batch) continue;
-                        // w ← w − η (∂C/∂w + λ w): torch.optim.SGD's step without momentum
+                        // w ← w − η (∂C/∂w + λ w): torch.optim.SGD's step without momentum,
+                        // for the one or two rows just summed
                         T* w_j = w + j * n_in;
+                        const int64_t count = (j + 1 < n ? 2 : 1) * n_in;
 #pragma omp simd reduction(+ : w_squares)
-                        for (int64_t m = 0; m < n_in; ++m) {
+                        for (int64_t m = 0; m < count; ++m) {
                             w_squares += g[m] * g[m];
                             w_j[m] = w_j[m] - rate * (g[m] + weight_decay * w_j[m]);
                         }
