@@ -177,6 +177,18 @@ void add_outer_products_pair(T* g0, T* g1, const T* delta, int64_t stride, const
     add_outer_products(g1, delta + 1, stride, rows, i, i1, n_in);
 }
 
+// z_i = W a_i + b for one layer (n neurons of n_in inputs) and the examples i0 <= i < i1 (their
+// inputs a_i are rows[i]), two neurons at a time; z_i,j is written at z[i * n + j]
+template <typename T>
+void layer_weighted_inputs(const T* w, const T* b, const T* const* rows, int64_t i0, int64_t i1,
+                           int64_t n_in, int64_t n, T* z) {
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2)
+        weighted_inputs_pair(w + j * n_in, w + (j + 1) * n_in, b[j], b[j + 1], rows, i0, i1, n_in,
+                             z + j, n);
+    if (j < n) weighted_inputs(w + j * n_in, b[j], rows, i0, i1, n_in, z + j, n);
+}
+
 template <typename T>
 struct Step {  // one copy's buffers for one mini-batch, reused step after step
     std::vector<std::vector<T>> activations;  // a^1 .. a^L, (batch, n_l)
@@ -215,16 +227,9 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
                 if (l > 0)
                     for (int64_t i = 0; i < batch; ++i)
                         work.rows[i] = work.activations[l - 1].data() + i * n_in;
-                for (int64_t i0 = 0; i0 < batch; i0 += BLOCK) {
-                    const int64_t i1 = i0 + BLOCK < batch ? i0 + BLOCK : batch;
-                    int64_t j = 0;
-                    for (; j + 2 <= n; j += 2)
-                        weighted_inputs_pair(w + j * n_in, w + (j + 1) * n_in, b[j], b[j + 1],
-                                             work.rows.data(), i0, i1, n_in, a + j, n);
-                    if (j < n)
-                        weighted_inputs(w + j * n_in, b[j], work.rows.data(), i0, i1, n_in,
-                                        a + j, n);
-                }
+                for (int64_t i0 = 0; i0 < batch; i0 += BLOCK)
+                    layer_weighted_inputs(w, b, work.rows.data(), i0,
+                                          i0 + BLOCK < batch ? i0 + BLOCK : batch, n_in, n, a);
                 if (l == layers - 1)
                     for (int64_t i = 0; i < batch * n; ++i) output_z[i] = a[i];
                 for (int64_t i = 0; i < batch * n; ++i) a[i] = sigmoid(a[i]);
