@@ -1,6 +1,7 @@
 """The native steps (gd_torch.core.native) take the manual twin's steps with torch.optim.SGD."""
 
 import os
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -18,23 +19,25 @@ def examples(count: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tenso
     return images, one_hot(torch.randint(0, 10, (count,), generator=generator), dtype)
 
 
-def native_steps(
-    stacked,
-    images,
-    targets,
-    orders,
-    batch_size,
-    steps,
-    rates,
-    weight_decay,
-    convention,
-    decay_biases=True,
-):
-    """``steps`` native steps of every copy of ``stacked``; returns the (steps, K) costs and
-    norms, and the last step's gradients."""
+@dataclass
+class Steps:
+    """What both loops below take: the examples, and the SGD settings the copies share."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    batch_size: int
+    steps: int
+    weight_decay: float = 0.0
+    convention: str = "quadratic"
+    decay_biases: bool = True
+
+
+def native_steps(stacked: StackedNetworks, orders, rates, run: Steps):
+    """``run.steps`` native steps of every copy of ``stacked`` (copy k: ``orders[k]``,
+    ``rates[k]``); returns the (steps, K) costs and norms, and the last step's gradients."""
     layers = stacked.layers
     gradients = [torch.empty_like(p) for p in stacked.parameters()]
-    costs = torch.zeros(steps, len(stacked), dtype=images.dtype)
+    costs = torch.zeros(run.steps, len(stacked), dtype=run.images.dtype)
     norms = torch.zeros_like(costs)
     with torch.no_grad():
         native.sgd_steps(
@@ -42,43 +45,35 @@ def native_steps(
             [layer.bias for layer in layers],
             gradients[0::2],
             gradients[1::2],
-            images,
-            targets,
+            run.images,
+            run.targets,
             orders,
-            batch_size,
+            run.batch_size,
             0,
-            steps,
+            run.steps,
             rates,
-            weight_decay,
-            convention,
+            run.weight_decay,
+            run.convention,
             costs,
             norms,
-            decay_biases,
+            run.decay_biases,
         )
     return costs, norms, gradients
 
 
-def eager_steps(
-    network,
-    images,
-    targets,
-    order,
-    batch_size,
-    steps,
-    rate,
-    weight_decay,
-    convention,
-    decay_biases=True,
-):
-    """The reference: the manual engine and torch.optim.SGD, step by step."""
+def eager_steps(network: Network, order, rate: float, run: Steps):
+    """The reference: the manual engine and torch.optim.SGD, step by step; returns the costs
+    and ‖∇C‖ of the steps."""
     weights = [layer.weight for layer in network.layers]
     biases = [layer.bias for layer in network.layers]
-    groups = [{"params": weights}, {"params": biases, "weight_decay": weight_decay * decay_biases}]
-    optimizer = torch.optim.SGD(groups, lr=rate, weight_decay=weight_decay)
+    bias_decay = run.weight_decay * run.decay_biases
+    groups = [{"params": weights}, {"params": biases, "weight_decay": bias_decay}]
+    optimizer = torch.optim.SGD(groups, lr=rate, weight_decay=run.weight_decay)
     costs, norms = [], []
-    for step in range(steps):
-        batch = order[step * batch_size : (step + 1) * batch_size]
-        costs.append(manual_gradients(network, images[batch], targets[batch], convention).item())
+    for step in range(run.steps):
+        batch = order[step * run.batch_size : (step + 1) * run.batch_size]
+        images, targets = run.images[batch], run.targets[batch]
+        costs.append(manual_gradients(network, images, targets, run.convention).item())
         grads = [p.grad for p in network.parameters()]
         norms.append(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item())
         optimizer.step()
@@ -94,7 +89,7 @@ def test_native_steps_take_the_manual_engines_steps_with_sgd(convention, dtype, 
     and weights as the eager steps, to rounding; two copies with their own rates and orders."""
     steps = 6
     images, targets = examples(steps * batch_size + 5, dtype)
-    sizes = (784, 16, 12, 10)
+    sizes = (784, 15, 9, 10)  # odd widths: a neuron left after the pairs
     networks = [
         Network(sizes, generator=torch.Generator().manual_seed(k), dtype=dtype) for k in range(2)
     ]
@@ -103,22 +98,11 @@ def test_native_steps_take_the_manual_engines_steps_with_sgd(convention, dtype, 
         [torch.randperm(len(images), generator=torch.Generator().manual_seed(k)) for k in range(2)]
     )
     rates = torch.tensor([0.5, 2.0], dtype=dtype)
-    costs, norms, gradients = native_steps(
-        stacked, images, targets, orders, batch_size, steps, rates, 1e-3, convention
-    )
+    run = Steps(images, targets, batch_size, steps, 1e-3, convention)
+    costs, norms, gradients = native_steps(stacked, orders, rates, run)
     tolerance = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-9, atol=0)
     for k, network in enumerate(networks):
-        eager_costs, eager_norms = eager_steps(
-            network,
-            images,
-            targets,
-            orders[k],
-            batch_size,
-            steps,
-            rates[k].item(),
-            1e-3,
-            convention,
-        )
+        eager_costs, eager_norms = eager_steps(network, orders[k], rates[k].item(), run)
         torch.testing.assert_close(costs[:, k], torch.tensor(eager_costs, dtype=dtype), **tolerance)
         torch.testing.assert_close(norms[:, k], torch.tensor(eager_norms, dtype=dtype), **tolerance)
         for mine, gradient, parameter in zip(stacked.parameters(), gradients, network.parameters()):
@@ -132,8 +116,9 @@ def test_without_bias_decay_only_the_weights_decay():
     stacked = StackedNetworks([network])
     order = torch.randperm(40).view(1, -1)
     rate = torch.tensor([1.0], dtype=torch.float64)
-    native_steps(stacked, images, targets, order, 10, 4, rate, 0.05, "quadratic", False)
-    eager_steps(network, images, targets, order[0], 10, 4, 1.0, 0.05, "quadratic", False)
+    run = Steps(images, targets, 10, 4, weight_decay=0.05, decay_biases=False)
+    native_steps(stacked, order, rate, run)
+    eager_steps(network, order[0], 1.0, run)
     for mine, parameter in zip(stacked.parameters(), network.parameters()):
         torch.testing.assert_close(mine[0], parameter.detach(), rtol=1e-9, atol=0)
 
@@ -145,11 +130,10 @@ def test_a_copy_in_a_stack_takes_the_steps_it_takes_alone_bit_for_bit():
     orders = torch.stack([torch.randperm(200) for _ in range(3)])
     rates = torch.tensor([0.5, 1.0, 3.0])
     together = StackedNetworks(networks)
-    native_steps(together, images, targets, orders, 10, 20, rates, 0.0, "quadratic")
+    run = Steps(images, targets, 10, 20)
+    native_steps(together, orders, rates, run)
     alone = StackedNetworks([networks[2]])
-    native_steps(
-        alone, images, targets, orders[2:].contiguous(), 10, 20, rates[2:], 0.0, "quadratic"
-    )
+    native_steps(alone, orders[2:].contiguous(), rates[2:], run)
     for mine, theirs in zip(together.parameters(), alone.parameters()):
         assert torch.equal(mine[2], theirs[0])
 

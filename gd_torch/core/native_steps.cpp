@@ -30,40 +30,13 @@ T softplus(T z) {  // ln(1 + e^z), without overflow
 
 constexpr int64_t BLOCK = 64;  // examples whose rows a pass over one weight row reuses (in L2)
 
-// z_i = b + Σ_m w_m x_i,m for the rows x_i of examples i0 <= i < i1: four rows to a pass over
-// w, then two, then one
+// z_i = b + Σ_m w_m x_i,m for the rows x_i of examples i0 <= i < i1, one row at a time: for a
+// layer's last neuron when it has an odd number, and the last row of a batch (the pairs below
+// take the rest)
 template <typename T>
 void weighted_inputs(const T* w, T bias, const T* const* rows, int64_t i0, int64_t i1,
                      int64_t n_in, T* z, int64_t z_stride) {
-    int64_t i = i0;
-    for (; i + 4 <= i1; i += 4) {
-        const T *x0 = rows[i], *x1 = rows[i + 1], *x2 = rows[i + 2], *x3 = rows[i + 3];
-        T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-        for (int64_t m = 0; m < n_in; ++m) {
-            s0 += w[m] * x0[m];
-            s1 += w[m] * x1[m];
-            s2 += w[m] * x2[m];
-            s3 += w[m] * x3[m];
-        }
-        z[i * z_stride] = bias + s0;
-        z[(i + 1) * z_stride] = bias + s1;
-        z[(i + 2) * z_stride] = bias + s2;
-        z[(i + 3) * z_stride] = bias + s3;
-    }
-    if (i + 2 <= i1) {
-        const T *x0 = rows[i], *x1 = rows[i + 1];
-        T s0 = 0, s1 = 0;
-#pragma omp simd reduction(+ : s0, s1)
-        for (int64_t m = 0; m < n_in; ++m) {
-            s0 += w[m] * x0[m];
-            s1 += w[m] * x1[m];
-        }
-        z[i * z_stride] = bias + s0;
-        z[(i + 1) * z_stride] = bias + s1;
-        i += 2;
-    }
-    if (i < i1) {
+    for (int64_t i = i0; i < i1; ++i) {
         const T* x = rows[i];
         T s = 0;
 #pragma omp simd reduction(+ : s)
@@ -72,28 +45,12 @@ void weighted_inputs(const T* w, T bias, const T* const* rows, int64_t i0, int64
     }
 }
 
-// g_m += Σ_i δ_i x_i,m over examples i0 <= i < i1 (δ_i = delta[i * stride]), one row of BP4:
-// four rows to a pass over g, then two, then one
+// g_m += Σ_i δ_i x_i,m over examples i0 <= i < i1 (δ_i = delta[i * stride]), one row of BP4,
+// one example at a time (as weighted_inputs, for what the pairs below leave)
 template <typename T>
 void add_outer_products(T* g, const T* delta, int64_t stride, const T* const* rows, int64_t i0,
                         int64_t i1, int64_t n_in) {
-    int64_t i = i0;
-    for (; i + 4 <= i1; i += 4) {
-        const T d0 = delta[i * stride], d1 = delta[(i + 1) * stride];
-        const T d2 = delta[(i + 2) * stride], d3 = delta[(i + 3) * stride];
-        const T *x0 = rows[i], *x1 = rows[i + 1], *x2 = rows[i + 2], *x3 = rows[i + 3];
-#pragma omp simd
-        for (int64_t m = 0; m < n_in; ++m)
-            g[m] += d0 * x0[m] + d1 * x1[m] + d2 * x2[m] + d3 * x3[m];
-    }
-    if (i + 2 <= i1) {
-        const T d0 = delta[i * stride], d1 = delta[(i + 1) * stride];
-        const T *x0 = rows[i], *x1 = rows[i + 1];
-#pragma omp simd
-        for (int64_t m = 0; m < n_in; ++m) g[m] += d0 * x0[m] + d1 * x1[m];
-        i += 2;
-    }
-    if (i < i1) {
+    for (int64_t i = i0; i < i1; ++i) {
         const T d = delta[i * stride];
         const T* x = rows[i];
 #pragma omp simd
