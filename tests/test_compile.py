@@ -364,6 +364,16 @@ def test_the_whole_loop_of_steps_is_one_graph(engine):
             lambda network: torch.optim.Adam(network.parameters()),
             "not Adam: train without --compile",
         ),
+        (
+            {},
+            lambda network: torch.optim.SGD(list(network.parameters())[::-1], lr=1.0),
+            "over all of the network's weights and biases, in their order",
+        ),
+        (
+            {},
+            lambda network: torch.optim.SGD(network.layers[0].parameters(), lr=1.0),
+            "over all of the network's weights and biases",
+        ),
     ],
 )
 def test_the_fast_path_refuses_what_it_does_not_implement(values, optimizer, message):

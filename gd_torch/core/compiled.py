@@ -87,8 +87,10 @@ def autograd_pass(
 GRADIENT_PASSES = {"manual": manual_pass, "autograd": autograd_pass}
 
 
-def plain_sgd_group(optimizer: torch.optim.Optimizer) -> dict:
-    """The one parameter group of a plain torch.optim.SGD: what the compiled update computes."""
+def plain_sgd_group(optimizer: torch.optim.Optimizer, network: Network) -> dict:
+    """The one parameter group of a plain torch.optim.SGD over all of ``network``'s parameters,
+    in their order: what the compiled update computes (it updates every parameter, and hands
+    the gradients back in that order)."""
     if type(optimizer) is not torch.optim.SGD:
         raise GdTorchError(
             f"--compile implements torch.optim.SGD, not {type(optimizer).__name__}: "
@@ -101,6 +103,11 @@ def plain_sgd_group(optimizer: torch.optim.Optimizer) -> dict:
             "train without --compile"
         )
     (group,) = optimizer.param_groups
+    if [id(p) for p in group["params"]] != [id(p) for p in network.parameters()]:
+        raise GdTorchError(
+            "--compile implements torch.optim.SGD over all of the network's weights and biases, "
+            "in their order: train without --compile"
+        )
     if group["momentum"] or group["nesterov"] or group["maximize"] or group["dampening"]:
         raise GdTorchError(
             "--compile implements plain SGD: train with --momentum or "
@@ -117,7 +124,7 @@ def choose(run: Run) -> tuple[bool, str]:
     if asked is False:
         return False, "reference loop (--no-compile)"
     try:
-        plain_sgd_group(run.optimizer)
+        plain_sgd_group(run.optimizer, run.network)
         if distributed.world_size() > 1:
             raise GdTorchError("data parallelism all-reduces ∇C before the update")
     except GdTorchError as refusal:
@@ -173,7 +180,7 @@ def epoch_function(
     run that left the choice to gd_torch says so on ``out`` and takes the reference loop from
     there on, the weights untouched (a compile fails before any step runs); with --compile it
     is an error."""
-    group = plain_sgd_group(run.optimizer)
+    group = plain_sgd_group(run.optimizer, run.network)
     # the steps below run without autograd; the reference loop's autograd engine needs it
     reference_epoch = torch.enable_grad()(reference_epoch)
     split, network, batch_size = run.data.train, run.network, run.settings.batch_size
