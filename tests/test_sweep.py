@@ -449,6 +449,37 @@ def test_native_sweep_steps_log_and_snapshot_where_the_reference_loop_does(tmp_p
         torch.testing.assert_close(quick.points, slow.points, rtol=1e-4, atol=1e-5)
 
 
+def _no_compiler():
+    raise native.NativeUnavailable("no C++ compiler 'c++' on PATH (set CXX)")
+
+
+def test_a_sweep_whose_native_steps_cannot_be_built_takes_the_reference_loop(tmp_path, monkeypatch):
+    """Left to choose, a failed build is a line and the eager steps; asked for, one error."""
+    monkeypatch.setattr(native, "library", _no_compiler)
+    monkeypatch.setattr(sweep_module, "NATIVE_AUTO_STEPS", 1)
+    data, out = synthetic_mnist(600, 200), io.StringIO()
+    result = sweep(
+        TrainingSettings(epochs=1),
+        RunOptions(runs_dir=str(tmp_path / "auto"), image_every=0),
+        [0, 1],
+        data=data,
+        out=out,
+    )
+    assert (
+        "SGD steps of 2 copies: reference loop (the native steps failed to build: no C++ "
+        "compiler 'c++' on PATH (set CXX))"
+    ) in out.getvalue()
+    assert all(math.isfinite(final["test_accuracy"]) for final in result.finals)  # trained
+    with pytest.raises(GdTorchError, match=r"^--compile: the native steps failed to build \(no"):
+        sweep(
+            TrainingSettings(epochs=1),
+            RunOptions(runs_dir=str(tmp_path / "asked"), image_every=0, compile=True),
+            [0, 1],
+            data=data,
+            out=io.StringIO(),
+        )
+
+
 def test_a_sweep_whose_every_copy_diverges_ends_with_status_3_and_its_summary(tmp_path):
     from gd_torch.core.guard import Diverged
 

@@ -167,12 +167,16 @@ def steps_taken_by(
     if not native_able(base, device):
         return False, "reference loop (the native steps are the manual engine's, on the CPU)"
     if options.compile:
-        return True, "native C++ steps (--compile)"
+        return True, "native C++ steps (--compile)"  # built already: train_copies
     if options.dry_run or copy_steps < NATIVE_AUTO_STEPS:
         return False, (
             f"reference loop ({copy_steps:,} copy-steps do not earn the compile; --compile to "
             "force it)"
         )
+    try:
+        native.library()  # built once per machine; a sweep left to choose never fails on it
+    except native.NativeUnavailable as failure:
+        return False, f"reference loop (the native steps failed to build: {failure})"
     return True, (
         f"native C++ steps ({copy_steps:,} copy-steps earn the compile; --no-compile for the "
         "reference)"
@@ -260,6 +264,13 @@ def train_copies(
             "--compile in a sweep takes the native steps, which are the manual engine's on the "
             "CPU in float32 or float64: sweep without --compile"
         )
+    if options.compile:
+        try:
+            native.library()
+        except native.NativeUnavailable as failure:
+            raise GdTorchError(
+                f"--compile: the native steps failed to build ({failure}); sweep with --no-compile"
+            ) from failure
     widest = max(configs, key=lambda config: config.batch_size)  # must fit the training set
     data = shards.together(lambda: prepare_data(widest, options, device, data))
     require_network_memory(
