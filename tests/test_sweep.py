@@ -495,3 +495,19 @@ def test_a_sweep_whose_every_copy_diverges_ends_with_status_3_and_its_summary(tm
     assert diverged.value.exit_code == 3
     (sweep_dir,) = tmp_path.iterdir()
     assert (sweep_dir / "summary.csv").exists()
+
+
+def test_compile_batches_only_the_copies_the_native_steps_can_take():
+    """gd-torch compare asks ``unsupported`` per variant: with --compile, a variant of the
+    autograd engine runs as single runs (on Inductor's loop) instead of failing as a sweep."""
+    from gd_torch.tools.sweep import unsupported
+
+    asked = RunOptions(compile=True, download=False, data_root=".")
+    assert unsupported(asked, TrainingSettings()) == []
+    assert unsupported(asked, TrainingSettings(engine="autograd")) == [
+        "--compile with this engine or dtype"
+    ]
+    assert (
+        unsupported(dataclasses.replace(asked, compile=None), TrainingSettings(engine="autograd"))
+        == []
+    )

@@ -139,10 +139,14 @@ def sweep_settings(base: TrainingSettings, seeds, learning_rates=None) -> list[T
 
 def unsupported(options: RunOptions, base: TrainingSettings | None = None) -> list[str]:
     """The options given (and, with ``base``, its settings) that a sweep cannot batch: its
-    copies share one loop of plain stacked SGD steps."""
+    copies share one loop of plain stacked SGD steps, which --compile asks to be the native
+    steps (the manual engine's; the device is checked when the sweep starts)."""
     given = {
         "--time-budget": options.time_budget,
         "--momentum": base is not None and base.momentum,
+        "--compile with this engine or dtype": options.compile
+        and base is not None
+        and not (base.engine == "manual" and base.torch_dtype in native.FUNCTIONS),
     }
     return [option for option, value in given.items() if value]
 
