@@ -227,13 +227,19 @@ def test_a_machine_without_the_data_stops_every_rank_naming_it(fake_mnist_root, 
 
 
 class Lines:
-    """A process's stdout read as it comes, in a thread."""
+    """A process's stdout read as it comes, in a thread (until ``communicate`` takes over: it
+    reads what is left and closes the pipe)."""
 
     def __init__(self, process: subprocess.Popen):
         self.lines, self.seen = queue.Queue(), []
-        threading.Thread(
-            target=lambda: [self.lines.put(line) for line in process.stdout], daemon=True
-        ).start()
+        threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
+
+    def _read(self, stdout) -> None:
+        try:
+            for line in stdout:
+                self.lines.put(line)
+        except ValueError:  # the pipe closed under the loop by communicate: nothing is lost
+            pass
 
     def wait_for(self, *starts: str) -> None:
         """Until a line has begun with each of ``starts``."""
