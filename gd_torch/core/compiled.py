@@ -23,7 +23,7 @@ not bit for bit.
 
 The manual engine on the CPU takes the same loop through native steps instead
 (gd_torch.core.native: BP1-BP4 and the update in a small C++ file, built once per machine in
-about 2 s): they serve every shape without compiling, and cost less a step. The autograd engine
+about 4 s): they serve every shape without compiling, and cost less a step. The autograd engine
 (and any other device) keeps Inductor, so that its gradients still come from autograd.
 """
 
@@ -49,8 +49,8 @@ STEPS_PER_CALL = 1_000  # the steps of one compiled call: a Ctrl-C or a callback
 # many SGD steps: a compiled step saves ~100 µs of eager overhead at batch 10 (more at larger
 # batches), so 100,000 of them save ~10 s, what a first compile costs.
 AUTO_STEPS = 100_000
-# ... and the native steps for runs of at least this many: their build (about 2 s, once per
-# machine) is earned by 20,000 steps of the ~100 µs they save
+# ... and the native steps for runs of at least this many: 20,000 steps save ~2 s (~100 µs a
+# step), in every run; their build (about 4 s) is paid once per machine, not per run
 NATIVE_AUTO_STEPS = 20_000
 
 
@@ -160,8 +160,8 @@ PATH_NAMES = {"native": "native C++ steps", "inductor": "compiled by Inductor"} 
 def fast_path(run: Run) -> str:
     """Which steps the fast path takes: ``native`` (gd_torch.core.native) for the manual engine
     on the CPU in float32 or float64, else ``inductor`` (this file's compiled loop)."""
-    native_ok = run.settings.engine == "manual" and run.device.type == "cpu"
-    return "native" if native_ok and run.settings.torch_dtype in native.FUNCTIONS else "inductor"
+    takes = native.takes(run.settings.engine, run.settings.torch_dtype, run.device)
+    return "native" if takes else "inductor"
 
 
 def epoch_function(

@@ -5,7 +5,7 @@ own memory.
 Why: a step of the 784-16-16-10 network at batch 10 is about 0.5 MFLOP, some 15 µs of
 arithmetic, and an eager step spends ten times that in the dispatch of its two dozen operators.
 Inductor's compiled loop (gd_torch.core.compiled) removes most of the dispatch, but takes 20 s to
-compile per shape; this file takes about two, once, and serves every shape and every number of
+compile per shape; this file takes about four, once, and serves every shape and every number of
 copies: one run (K = 1) and a sweep's K stacked networks (gd_torch.tools.sweep).
 
 The math is that of gd_torch.core.manual, in the same order: forward, BP1, then from the last
@@ -52,6 +52,13 @@ SCALARS = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 
 class NativeUnavailable(RuntimeError):
     """The C++ steps could not be built or loaded here (no compiler, a failed build)."""
+
+
+def takes(engine: str, dtype: torch.dtype, device: torch.device | None = None) -> bool:
+    """Whether the native steps can take a run's steps: the manual engine's (they are BP1-BP4),
+    in float32 or float64, on the CPU (``device`` None: not known yet)."""
+    on_cpu = device is None or device.type == "cpu"
+    return engine == "manual" and dtype in FUNCTIONS and on_cpu
 
 
 def cache_directory() -> Path:

@@ -146,18 +146,9 @@ def unsupported(options: RunOptions, base: TrainingSettings | None = None) -> li
         "--momentum": base is not None and base.momentum,
         "--compile with this engine or dtype": options.compile
         and base is not None
-        and not (base.engine == "manual" and base.torch_dtype in native.FUNCTIONS),
+        and not native.takes(base.engine, base.torch_dtype),
     }
     return [option for option, value in given.items() if value]
-
-
-def native_able(config: TrainingSettings, device: torch.device) -> bool:
-    """Whether copies of ``config`` can take the native steps: the manual engine's, on the CPU."""
-    return (
-        config.engine == "manual"
-        and device.type == "cpu"
-        and config.torch_dtype in native.FUNCTIONS
-    )
 
 
 def steps_taken_by(
@@ -168,7 +159,7 @@ def steps_taken_by(
     earn the build, as a single run's (gd_torch.core.compiled.choose)."""
     if options.compile is False:
         return False, "reference loop (--no-compile)"
-    if not native_able(base, device):
+    if not native.takes(base.engine, base.torch_dtype, device):
         return False, "reference loop (the native steps are the manual engine's, on the CPU)"
     if options.compile:
         return True, "native C++ steps (--compile)"  # built already: train_copies
@@ -263,7 +254,7 @@ def train_copies(
         return copies
 
     configs = shards.exchange(shards.together(plan if leader else list))[0]  # rank 0's plan
-    if options.compile and not all(native_able(config, device) for config in configs):
+    if options.compile and not all(native.takes(c.engine, c.torch_dtype, device) for c in configs):
         raise GdTorchError(
             "--compile in a sweep takes the native steps, which are the manual engine's on the "
             "CPU in float32 or float64: sweep without --compile"
