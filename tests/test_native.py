@@ -14,8 +14,12 @@ from gd_torch.core.stacked import StackedNetworks
 
 
 def examples(count: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digits as sparse as MNIST's, four in five pixels black; the first all black, the
+    second with no black pixel."""
     generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(count, 784, generator=generator, dtype=dtype)
+    lit = torch.rand(count, 784, generator=generator) < 0.2
+    lit[0], lit[1] = False, True
+    images = torch.rand(count, 784, generator=generator, dtype=dtype) * lit
     return images, one_hot(torch.randint(0, 10, (count,), generator=generator), dtype)
 
 
@@ -45,7 +49,7 @@ def native_steps(stacked: StackedNetworks, orders, rates, run: Steps):
             [layer.bias for layer in layers],
             gradients[0::2],
             gradients[1::2],
-            run.images,
+            native.nonzero_inputs(run.images),
             run.targets,
             orders,
             run.batch_size,
@@ -100,7 +104,9 @@ def test_native_steps_take_the_manual_engines_steps_with_sgd(convention, dtype, 
     rates = torch.tensor([0.5, 2.0], dtype=dtype)
     run = Steps(images, targets, batch_size, steps, 1e-3, convention)
     costs, norms, gradients = native_steps(stacked, orders, rates, run)
-    tolerance = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-9, atol=0)
+    # float64: a gradient that sums to near 0 keeps only its absolute error, about 1e-18
+    double = dict(rtol=1e-9, atol=1e-15)
+    tolerance = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else double
     for k, network in enumerate(networks):
         eager_costs, eager_norms = eager_steps(network, orders[k], rates[k].item(), run)
         torch.testing.assert_close(costs[:, k], torch.tensor(eager_costs, dtype=dtype), **tolerance)
@@ -108,6 +114,35 @@ def test_native_steps_take_the_manual_engines_steps_with_sgd(convention, dtype, 
         for mine, gradient, parameter in zip(stacked.parameters(), gradients, network.parameters()):
             torch.testing.assert_close(mine[k], parameter.detach(), **tolerance)
             torch.testing.assert_close(gradient[k], parameter.grad, **tolerance)
+
+
+def test_nonzero_inputs_hold_every_nonzero_pixel_in_its_place():
+    images, _ = examples(30, torch.float64)
+    inputs = native.nonzero_inputs(images)
+    rebuilt = torch.zeros_like(images)
+    for e in range(len(images)):
+        span = slice(inputs.starts[e], inputs.starts[e + 1])
+        rebuilt[e, inputs.columns[span].long()] = inputs.values[span]
+    assert torch.equal(rebuilt, images) and inputs.starts[1] == 0 and inputs.pixels == 784
+    assert inputs.columns.dtype == torch.int32 and len(inputs.values) == images.count_nonzero()
+
+
+@pytest.mark.parametrize("first_layer", [16, 37])
+def test_a_first_layer_of_one_or_more_vectors_of_neurons(first_layer):
+    """The first layer's neurons go LANES = 16 at a time: exactly one vector, and three with
+    the last one padded."""
+    images, targets = examples(60, torch.float64)
+    network = Network((784, first_layer, 10), dtype=torch.float64)
+    stacked = StackedNetworks([network])
+    order = torch.randperm(60).view(1, -1)
+    rate = torch.tensor([1.0], dtype=torch.float64)
+    run = Steps(images, targets, 10, 5, weight_decay=1e-3)
+    costs, norms, _ = native_steps(stacked, order, rate, run)
+    eager_costs, eager_norms = eager_steps(network, order[0], 1.0, run)
+    torch.testing.assert_close(costs[:, 0], torch.tensor(eager_costs, dtype=torch.float64))
+    torch.testing.assert_close(norms[:, 0], torch.tensor(eager_norms, dtype=torch.float64))
+    for mine, parameter in zip(stacked.parameters(), network.parameters()):
+        torch.testing.assert_close(mine[0], parameter.detach(), rtol=1e-9, atol=0)
 
 
 def test_without_bias_decay_only_the_weights_decay():
@@ -181,7 +216,14 @@ def test_a_failed_build_says_the_compilers_first_line_and_leaves_nothing(tmp_pat
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(images=torch.zeros(50, 784, dtype=torch.float64)), "examples, rates"),
+        (
+            dict(inputs=native.nonzero_inputs(torch.ones(50, 784, dtype=torch.float64))),
+            "examples, rates",
+        ),
+        (
+            dict(inputs=native.nonzero_inputs(torch.ones(40, 784))),
+            "inputs: 40 examples of 784 pixels, for 50 targets",
+        ),
         (dict(indices=torch.zeros(1, 50, dtype=torch.int32)), "indices: int64"),
         (dict(stop=6), "steps 0..6 of 10 go past 50 indices"),
         (dict(costs=torch.zeros(2, 1)), "costs and norms need rows for steps up to 5"),
@@ -197,7 +239,7 @@ def test_bad_arguments_are_refused_before_any_step(change, message):
             biases=[layer.bias.detach().unsqueeze(0) for layer in network.layers],
             weight_gradients=[torch.zeros(1, 8, 784), torch.zeros(1, 10, 8)],
             bias_gradients=[torch.zeros(1, 8), torch.zeros(1, 10)],
-            images=images,
+            inputs=native.nonzero_inputs(images),
             targets=targets,
             indices=torch.arange(50).view(1, -1),
             batch_size=10,

@@ -397,7 +397,7 @@ def test_a_copy_whose_native_cost_turns_nan_inside_a_call_stops_at_that_step(tmp
         calls.append((start, stop))
         if start < 25 < stop:  # the call that takes step 25: split around it
             sgd_steps(weights, *before, start, 25, *after)
-            weights[0][1, 3, 100] = float("nan")
+            before[0][0][1, 3] = float("nan")  # a bias of copy 1's first layer
             start = 25
         sgd_steps(weights, *before, start, stop, *after)
 

@@ -208,6 +208,10 @@ def epoch_function(
             group["weight_decay"],
         )
 
+    @functools.cache
+    def training_inputs() -> native.NonzeroInputs:  # the images by their nonzero pixels, once
+        return native.nonzero_inputs(split.images)
+
     def native_steps(start: int, stop: int) -> list[Tensor]:
         layers = run.network.layers
         gradients = [torch.empty_like(parameter) for parameter in group["params"]]
@@ -216,7 +220,7 @@ def epoch_function(
             [layer.bias.detach().unsqueeze(0) for layer in layers],
             [gradient.unsqueeze(0) for gradient in gradients[0::2]],
             [gradient.unsqueeze(0) for gradient in gradients[1::2]],
-            split.images,
+            training_inputs(),
             split.targets,
             batches.view(1, -1),
             batch_size,

@@ -29,6 +29,75 @@ T softplus(T z) {  // ln(1 + e^z), without overflow
 }
 
 constexpr int64_t BLOCK = 64;  // examples whose rows a pass over one weight row reuses (in L2)
+constexpr int64_t LANES = 16;  // the first layer's neurons, LANES at a time (in vector registers)
+
+// a^0 of one example: its nonzero activations `values` at the pixels `columns`
+template <typename T>
+struct Pixels {
+    const int32_t* columns;
+    const T* values;
+    int64_t count;
+};
+
+constexpr int64_t AHEAD = 8;  // examples ahead whose data are fetched from memory
+
+template <typename T>
+void prefetch(const int64_t* starts, const int32_t* columns, const T* values, const T* targets,
+              int64_t n_out, int64_t e) {
+    for (int64_t p = starts[e]; p < starts[e + 1]; p += 64 / sizeof(T)) {
+        __builtin_prefetch(values + p);
+        __builtin_prefetch(columns + p);
+    }
+    __builtin_prefetch(targets + e * n_out);
+}
+
+// z^1 = W^1 a^0 + b^1 for one example, from its nonzero pixels; wt: W^1 transposed, a pixel's
+// weights of n neurons in a row of `width` (n rounded up to LANES, the padding zero)
+template <typename T>
+void first_weighted_inputs(const T* wt, int64_t width, const T* b, int64_t n, Pixels<T> x,
+                           T* z) {
+    for (int64_t j0 = 0; j0 < n; j0 += LANES) {
+        T even[LANES] = {}, odd[LANES] = {};  // two sums, so that a pixel need not wait for the last
+        int64_t p = 0;
+        for (; p + 2 <= x.count; p += 2) {
+            const T v0 = x.values[p], v1 = x.values[p + 1];
+            const T* w0 = wt + x.columns[p] * width + j0;
+            const T* w1 = wt + x.columns[p + 1] * width + j0;
+#pragma omp simd
+            for (int64_t j = 0; j < LANES; ++j) even[j] += v0 * w0[j];
+#pragma omp simd
+            for (int64_t j = 0; j < LANES; ++j) odd[j] += v1 * w1[j];
+        }
+        if (p < x.count) {
+            const T v = x.values[p];
+            const T* w = wt + x.columns[p] * width + j0;
+#pragma omp simd
+            for (int64_t j = 0; j < LANES; ++j) even[j] += v * w[j];
+        }
+        T sums[LANES];
+#pragma omp simd
+        for (int64_t j = 0; j < LANES; ++j) sums[j] = even[j] + odd[j];
+        const int64_t count = n - j0 < LANES ? n - j0 : LANES;
+        for (int64_t j = 0; j < count; ++j) z[j0 + j] = b[j0 + j] + sums[j];
+    }
+}
+
+// BP4 of the first layer for one example: ∂C/∂W^1_j,m += δ_j a^0_m at its nonzero pixels m, in
+// the transposed layout of first_weighted_inputs (gt)
+template <typename T>
+void add_first_outer_product(T* gt, int64_t width, const T* delta, int64_t n, Pixels<T> x) {
+    for (int64_t j0 = 0; j0 < n; j0 += LANES) {
+        T d[LANES] = {};
+        const int64_t count = n - j0 < LANES ? n - j0 : LANES;
+        for (int64_t j = 0; j < count; ++j) d[j] = delta[j0 + j];
+        for (int64_t p = 0; p < x.count; ++p) {
+            const T v = x.values[p];
+            T* g = gt + x.columns[p] * width + j0;
+#pragma omp simd
+            for (int64_t j = 0; j < LANES; ++j) g[j] += v * d[j];
+        }
+    }
+}
 
 // z_i = b + Σ_m w_m x_i,m for the rows x_i of examples i0 <= i < i1, one row at a time: for a
 // layer's last neuron when it has an odd number, and the last row of a batch (the pairs below
@@ -156,10 +225,12 @@ struct Step {  // one copy's buffers for one mini-batch, reused step after step
 template <typename T>
 void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weights,
            T* const* biases, T* const* weight_gradients, T* const* bias_gradients,
-           const T* images, const T* targets, const int64_t* indices, int64_t copy_stride,
-           int64_t batch, int64_t start, int64_t stop, const T* learning_rates, T weight_decay,
+           const int64_t* input_starts, const int32_t* input_columns, const T* input_values,
+           const T* targets, const int64_t* indices, int64_t copy_stride, int64_t batch,
+           int64_t start, int64_t stop, const T* learning_rates, T weight_decay,
            int64_t decay_biases, int64_t cross_entropy, T cost_scale, T* costs, T* norms) {
-    const int64_t n_out = sizes[layers];
+    const int64_t n_out = sizes[layers], n_pixels = sizes[0], n_first = sizes[1];
+    const int64_t width = (n_first + LANES - 1) / LANES * LANES;  // a row of W^1 transposed
     int64_t widest = 0;
     for (int64_t l = 0; l <= layers; ++l) widest = sizes[l] > widest ? sizes[l] : widest;
     Step<T> work;
@@ -169,24 +240,42 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
     work.previous_delta.resize(batch * widest);
     work.rows.resize(batch);
     std::vector<T> output_z(batch * n_out);
+    std::vector<T> first_wt(n_pixels * width), first_gt(n_pixels * width);  // padding stays 0
+    std::vector<Pixels<T>> inputs(batch);
 
     for (int64_t k = 0; k < copies; ++k) {  // copies never mix: one after the other
         const T rate = learning_rates[k];
+        T* first_w = weights[0] + k * n_first * n_pixels;
+        for (int64_t j = 0; j < n_first; ++j)  // W^1 transposed, for the length of the call
+            for (int64_t m = 0; m < n_pixels; ++m)
+                first_wt[m * width + j] = first_w[j * n_pixels + m];
         for (int64_t s = start; s < stop; ++s) {
             const int64_t* examples = indices + k * copy_stride + s * batch;
+            for (int64_t i = 0; i < batch; ++i) {
+                const int64_t from = input_starts[examples[i]];
+                inputs[i] = {input_columns + from, input_values + from,
+                             input_starts[examples[i] + 1] - from};
+            }
             // forward: z^l = W^l a^{l-1} + b^l, a^l = σ(z^l), for l = 1..L
-            for (int64_t i = 0; i < batch; ++i) work.rows[i] = images + examples[i] * sizes[0];
             for (int64_t l = 0; l < layers; ++l) {
                 const int64_t n_in = sizes[l], n = sizes[l + 1];
                 const T* w = weights[l] + k * n * n_in;
                 const T* b = biases[l] + k * n;
                 T* a = work.activations[l].data();
-                if (l > 0)
+                if (l == 0) {  // from the nonzero pixels
+                    for (int64_t i = 0; i < batch; ++i) {
+                        if (s * batch + i + AHEAD < stop * batch)  // fetched ahead from memory
+                            prefetch(input_starts, input_columns, input_values, targets, n_out,
+                                     examples[i + AHEAD]);
+                        first_weighted_inputs(first_wt.data(), width, b, n, inputs[i], a + i * n);
+                    }
+                } else {
                     for (int64_t i = 0; i < batch; ++i)
                         work.rows[i] = work.activations[l - 1].data() + i * n_in;
-                for (int64_t i0 = 0; i0 < batch; i0 += BLOCK)
-                    layer_weighted_inputs(w, b, work.rows.data(), i0,
-                                          i0 + BLOCK < batch ? i0 + BLOCK : batch, n_in, n, a);
+                    for (int64_t i0 = 0; i0 < batch; i0 += BLOCK)
+                        layer_weighted_inputs(w, b, work.rows.data(), i0,
+                                              i0 + BLOCK < batch ? i0 + BLOCK : batch, n_in, n, a);
+                }
                 if (l == layers - 1)
                     for (int64_t i = 0; i < batch * n; ++i) output_z[i] = a[i];
                 for (int64_t i = 0; i < batch * n; ++i) a[i] = sigmoid(a[i]);
@@ -219,13 +308,8 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
                 T* b = biases[l] + k * n;
                 T* nabla_w = weight_gradients[l] + k * n * n_in;
                 T* nabla_b = bias_gradients[l] + k * n;
-                if (l > 0) {
-                    for (int64_t i = 0; i < batch; ++i)
-                        work.rows[i] = work.activations[l - 1].data() + i * n_in;
-                } else {
-                    for (int64_t i = 0; i < batch; ++i)
-                        work.rows[i] = images + examples[i] * sizes[0];
-                }
+                for (int64_t i = 0; l > 0 && i < batch; ++i)
+                    work.rows[i] = work.activations[l - 1].data() + i * n_in;
                 if (l > 0) {  // BP2: δ^{l-1} = ((W^l)^T δ^l) ⊙ σ'(z^{l-1}), σ' = a(1 − a)
                     T* previous = work.previous_delta.data();
                     for (int64_t i = 0; i < batch; ++i) {
@@ -250,10 +334,23 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
                     squares += double(g_b) * double(g_b);
                     b[j] = b[j] - rate * (g_b + bias_decay * b[j]);  // b ← b − η (∂C/∂b + λ b)
                 }
+                T w_squares = 0;
+                if (l == 0) {  // BP4 from the nonzero pixels, then the update, transposed
+                    T* gt = first_gt.data();
+                    T* wt = first_wt.data();
+                    for (int64_t m = 0; m < n_pixels * width; ++m) gt[m] = 0;
+                    for (int64_t i = 0; i < batch; ++i)
+                        add_first_outer_product(gt, width, delta + i * n, n, inputs[i]);
+                    // w ← w − η (∂C/∂w + λ w): torch.optim.SGD's step without momentum
+#pragma omp simd reduction(+ : w_squares)
+                    for (int64_t m = 0; m < n_pixels * width; ++m) {
+                        w_squares += gt[m] * gt[m];
+                        wt[m] = wt[m] - rate * (gt[m] + weight_decay * wt[m]);
+                    }
+                }
                 // BP4: ∂C/∂W_j,m = Σ_x δ_x,j a^{l-1}_x,m, a block of examples at a time; each
                 // row's update follows its last block, while the row is in the nearest cache
-                T w_squares = 0;
-                for (int64_t i0 = 0; i0 < batch; i0 += BLOCK) {
+                for (int64_t i0 = 0; l > 0 && i0 < batch; i0 += BLOCK) {
                     const int64_t i1 = i0 + BLOCK < batch ? i0 + BLOCK : batch;
                     if (i0 == 0)
                         for (int64_t m = 0; m < n * n_in; ++m) nabla_w[m] = 0;
@@ -281,7 +378,35 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
             }
             norms[s * copies + k] = T(std::sqrt(squares));
         }
+        T* first_g = weight_gradients[0] + k * n_first * n_pixels;
+        for (int64_t j = 0; j < n_first; ++j)  // W^1 and the last step's ∂C/∂W^1, in place
+            for (int64_t m = 0; m < n_pixels; ++m) {
+                first_w[j * n_pixels + m] = first_wt[m * width + j];
+                first_g[j * n_pixels + m] = first_gt[m * width + j];
+            }
     }
+}
+
+// Pass 1 of compressing images (count, pixels) by their nonzero activations: starts[e + 1] =
+// the nonzero pixels of examples 0..e (starts[0] = 0)
+template <typename T>
+void count_nonzero(const T* images, int64_t count, int64_t pixels, int64_t* starts) {
+    starts[0] = 0;
+    for (int64_t e = 0; e < count; ++e) {
+        int64_t lit = 0;
+        for (int64_t m = 0; m < pixels; ++m) lit += images[e * pixels + m] != T(0);
+        starts[e + 1] = starts[e] + lit;
+    }
+}
+
+// Pass 2: each example's nonzero activations and their pixels, in order
+template <typename T>
+void gather_nonzero(const T* images, int64_t count, int64_t pixels, int32_t* columns, T* values) {
+    int64_t p = 0;
+    for (int64_t e = 0; e < count; ++e)
+        for (int64_t m = 0; m < pixels; ++m)
+            if (images[e * pixels + m] != T(0))
+                columns[p] = int32_t(m), values[p] = images[e * pixels + m], ++p;
 }
 
 }  // namespace
@@ -290,14 +415,28 @@ extern "C" {
 #define GD_TORCH_STEPS(NAME, T)                                                               \
     void NAME(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weights,        \
               T* const* biases, T* const* weight_gradients, T* const* bias_gradients,         \
-              const T* images, const T* targets, const int64_t* indices, int64_t copy_stride, \
-              int64_t batch, int64_t start, int64_t stop, const T* learning_rates,            \
-              T weight_decay, int64_t decay_biases, int64_t cross_entropy, T cost_scale,      \
-              T* costs, T* norms) {                                                           \
+              const int64_t* input_starts, const int32_t* input_columns,                      \
+              const T* input_values, const T* targets, const int64_t* indices,                \
+              int64_t copy_stride, int64_t batch, int64_t start, int64_t stop,                \
+              const T* learning_rates, T weight_decay, int64_t decay_biases,                  \
+              int64_t cross_entropy, T cost_scale, T* costs, T* norms) {                      \
         steps<T>(copies, layers, sizes, weights, biases, weight_gradients, bias_gradients,    \
-                 images, targets, indices, copy_stride, batch, start, stop, learning_rates,   \
-                 weight_decay, decay_biases, cross_entropy, cost_scale, costs, norms);        \
+                 input_starts, input_columns, input_values, targets, indices, copy_stride,    \
+                 batch, start, stop, learning_rates, weight_decay, decay_biases,              \
+                 cross_entropy, cost_scale, costs, norms);                                    \
     }
 GD_TORCH_STEPS(steps_float, float)
 GD_TORCH_STEPS(steps_double, double)
+
+#define GD_TORCH_NONZERO(SUFFIX, T)                                                            \
+    void count_nonzero_##SUFFIX(const T* images, int64_t count, int64_t pixels,                \
+                                int64_t* starts) {                                             \
+        count_nonzero<T>(images, count, pixels, starts);                                       \
+    }                                                                                          \
+    void gather_nonzero_##SUFFIX(const T* images, int64_t count, int64_t pixels,               \
+                                 int32_t* columns, T* values) {                                \
+        gather_nonzero<T>(images, count, pixels, columns, values);                             \
+    }
+GD_TORCH_NONZERO(float, float)
+GD_TORCH_NONZERO(double, double)
 }

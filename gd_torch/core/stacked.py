@@ -168,7 +168,8 @@ class NativeStackedSteps:
     """The steps of an epoch of K stacked copies by the native steps (gd_torch.core.native), the
     manual engine's BP1-BP4 and ``StackedSGD``'s update in C++, one copy after another: what the
     eager stacked step computes (to rounding), without its operators' dispatch, which is most of
-    a step of small copies. ``orders`` (K, N): copy k's examples in its SGD order, step s
+    a step of small copies. ``inputs``: ``native.nonzero_inputs`` of the training images, whose
+    one-hot ``targets`` are given too. ``orders`` (K, N): copy k's examples in its SGD order, step s
     taking ``orders[k, s·B : (s+1)·B]``; ``steps(start, stop)`` takes the full batches
     start..stop − 1, and leaves each one's C_k and ‖∇C_k‖ in ``costs[s]`` and ``norms[s]``
     (K,), and the last one's ∇C_k in the stacked ``.grad``."""
@@ -176,7 +177,8 @@ class NativeStackedSteps:
     def __init__(
         self,
         stacked: StackedNetworks,
-        split: Split,
+        inputs: native.NonzeroInputs,
+        targets: Tensor,
         orders: Tensor,
         batch_size: int,
         learning_rates: Tensor,
@@ -184,7 +186,8 @@ class NativeStackedSteps:
         convention: str,
         decay_biases: bool = True,
     ):
-        self.stacked, self.split, self.orders = stacked, split, orders.contiguous()
+        self.stacked, self.inputs, self.targets = stacked, inputs, targets
+        self.orders = orders.contiguous()
         self.batch_size, self.learning_rates = batch_size, learning_rates.contiguous()
         self.weight_decay, self.convention, self.decay_biases = (
             weight_decay,
@@ -205,8 +208,8 @@ class NativeStackedSteps:
             [layer.bias for layer in layers],
             filled_gradients(layer.weight for layer in layers),
             filled_gradients(layer.bias for layer in layers),
-            self.split.images,
-            self.split.targets,
+            self.inputs,
+            self.targets,
             self.orders,
             self.batch_size,
             start,

@@ -514,6 +514,7 @@ def train_stacked(
     copy_steps = len(configs) * (epochs - done) * math.ceil(len(train) / base.batch_size)
     native_steps, why = steps_taken_by(base, options, device, copy_steps)
     print(f"{prefix}SGD steps of {len(configs)} copies: {why}", file=out, flush=True)
+    inputs = native.nonzero_inputs(train.images) if native_steps else None
 
     def stop_diverged(sane: Tensor, what: str, epoch: int, at: int | None = None) -> None:
         """Stop each copy that is not ``sane``, alone, at step ``at`` (default: this one); the
@@ -603,10 +604,11 @@ def train_stacked(
                 ]
             ).to(device)  # (K, N): copy k's examples in its SGD order
             batches = orders.split(base.batch_size, dim=1)  # copy k's mini-batch in row k, (K, B)
-            if native_steps:  # the full batches in calls of up to STEPS_PER_CALL steps
+            if inputs is not None:  # native steps: the full batches, STEPS_PER_CALL to a call
                 epoch_steps = NativeStackedSteps(
                     stacked,
-                    train,
+                    inputs,
+                    train.targets,
                     orders,
                     base.batch_size,
                     rates,
