@@ -8,6 +8,8 @@ import torch
 
 from gd_torch.core import native
 from gd_torch.core.cost import one_hot
+from gd_torch.core.data import Split
+from gd_torch.core.evaluate import evaluate
 from gd_torch.core.manual import manual_gradients
 from gd_torch.core.model import Network
 from gd_torch.core.stacked import StackedNetworks
@@ -143,6 +145,30 @@ def test_a_first_layer_of_one_or_more_vectors_of_neurons(first_layer):
     torch.testing.assert_close(norms[:, 0], torch.tensor(eager_norms, dtype=torch.float64))
     for mine, parameter in zip(stacked.parameters(), network.parameters()):
         torch.testing.assert_close(mine[0], parameter.detach(), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("convention", ["quadratic", "nielsen", "mse", "cross-entropy"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sizes", [(784, 10), (784, 15, 9, 10), (784, 37, 10)])
+def test_native_evaluation_gives_evaluates_cost_and_accuracy(convention, dtype, sizes):
+    images, targets = examples(500, dtype)
+    labels = targets.argmax(dim=1)
+    network = Network(sizes, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    with torch.no_grad():  # outputs far from 0.5, so that accuracy and cost vary by digit
+        for parameter in network.parameters():
+            parameter.mul_(4)
+    expected = evaluate(network, Split(images, labels), convention)
+    total_cost, correct = native.evaluate(
+        [layer.weight.detach() for layer in network.layers],
+        [layer.bias.detach() for layer in network.layers],
+        native.nonzero_inputs(images),
+        targets,
+        labels,
+        convention,
+    )
+    assert correct == expected.correct and 0 < correct < 500
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    assert total_cost / 500 == pytest.approx(expected.cost, rel=tolerance)
 
 
 def test_without_bias_decay_only_the_weights_decay():

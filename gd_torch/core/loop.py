@@ -32,7 +32,7 @@ from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.core.data import Mnist, Split, load_mnist, mini_batches, shuffled_order
 from gd_torch.core.engines import ENGINES, Engine
 from gd_torch.core.errors import GdTorchError, os_error_message
-from gd_torch.core.evaluate import evaluate, measure
+from gd_torch.core.evaluate import measure
 from gd_torch.core.files import writing_run_directory
 from gd_torch.core.guard import Diverged, RunGuard
 from gd_torch.core.memory import require_network_memory
@@ -349,6 +349,7 @@ def _train(
     best_by = run.best_by
     fast, steps_taken_by = compiled.choose(run)
     run_epoch = epoch_function(run, compute_gradients, fast, out)
+    evaluate_split = compiled.evaluation_function(run, fast)
     print(
         f"gd-torch train: {'-'.join(map(str, settings.layer_sizes))} network, "
         f"{sum(p.numel() for p in network.parameters()):,} weights and biases, "
@@ -412,7 +413,7 @@ def _train(
                     if guard.stop_signal is not None:
                         raise guard.interrupted(run.step, run.step - epoch_start)
                     break
-                metrics = measure(lambda split: [evaluate(network, split, settings.cost)], data)[0]
+                metrics = measure(lambda split: [evaluate_split(split)], data)[0]
                 metrics |= {
                     "seconds": time.perf_counter() - started,
                     "sgd_seconds": sgd_seconds,

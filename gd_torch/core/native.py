@@ -49,6 +49,7 @@ FLAGS = (
 ) + (("-mprefer-vector-width=256",) if platform.machine().lower() in ("x86_64", "amd64") else ())
 FUNCTIONS = {torch.float32: "steps_float", torch.float64: "steps_double"}
 SCALARS = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
+VERBS = ("count_nonzero", "gather_nonzero", "evaluate")  # the library's other functions
 
 
 class NativeUnavailable(RuntimeError):
@@ -97,7 +98,7 @@ def library() -> ctypes.CDLL:
         raise NativeUnavailable(f"cannot load {built}: {failure}") from failure
     for function in FUNCTIONS.values():
         suffix = function.removeprefix("steps_")
-        for name in (function, f"count_nonzero_{suffix}", f"gather_nonzero_{suffix}"):
+        for name in (function, *(f"{verb}_{suffix}" for verb in VERBS)):
             getattr(loaded, name).restype = None
     return loaded
 
@@ -264,3 +265,47 @@ def sgd_steps(
         ctypes.c_void_p(costs.data_ptr()),
         ctypes.c_void_p(norms.data_ptr()),
     )
+
+
+def evaluate(
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    inputs: NonzeroInputs,
+    targets: Tensor,
+    labels: Tensor,
+    convention: str,
+) -> tuple[float, int]:
+    """(Σ_x C_x, the number classified right) of one network, W^l ``weights[l]`` and b^l
+    ``biases[l]``, over the examples of ``inputs`` (their one-hot ``targets`` and ``labels``):
+    ``gd_torch.core.evaluate.totals`` by the native steps' forward pass."""
+    dtype = weights[0].dtype
+    if dtype not in FUNCTIONS:
+        raise ValueError(f"the native steps compute in float32 or float64, not {dtype}")
+    sizes = [weights[0].shape[1], *(weight.shape[0] for weight in weights)]
+    if inputs.pixels != sizes[0] or not len(inputs.starts) == len(targets) + 1 == len(labels) + 1:
+        raise ValueError(
+            f"inputs: {len(inputs.starts) - 1} examples of {inputs.pixels} pixels, for "
+            f"{len(targets)} targets, {len(labels)} labels and {sizes[0]} inputs"
+        )
+    for tensor in (*weights, *biases, inputs.values, targets):
+        _checked(tensor, dtype, "weights, biases, examples")
+    _checked(labels, torch.int64, "labels")
+    total_cost, correct = ctypes.c_double(), ctypes.c_int64()
+    cross_entropy = convention == "cross-entropy"
+    getattr(library(), "evaluate_" + FUNCTIONS[dtype].removeprefix("steps_"))(
+        ctypes.c_int64(len(weights)),
+        (ctypes.c_int64 * len(sizes))(*sizes),
+        _pointers(weights),
+        _pointers(biases),
+        ctypes.c_void_p(inputs.starts.data_ptr()),
+        ctypes.c_void_p(inputs.columns.data_ptr()),
+        ctypes.c_void_p(inputs.values.data_ptr()),
+        ctypes.c_void_p(targets.data_ptr()),
+        ctypes.c_void_p(labels.data_ptr()),
+        ctypes.c_int64(len(labels)),
+        ctypes.c_int64(cross_entropy),
+        SCALARS[dtype](1.0 if cross_entropy else COST_SCALES[convention]),
+        ctypes.byref(total_cost),
+        ctypes.byref(correct),
+    )
+    return total_cost.value, correct.value

@@ -387,6 +387,54 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
     }
 }
 
+// The cost and accuracy of one network over `count` examples (gd_torch/core/evaluate.py): the
+// forward pass of the steps above, from the nonzero pixels; Σ_x C_x (in double) and the number
+// whose brightest output, argmax_j z^L_j (the first on a tie, as torch.argmax), is the label
+template <typename T>
+void evaluate(int64_t layers, const int64_t* sizes, T* const* weights, T* const* biases,
+              const int64_t* input_starts, const int32_t* input_columns, const T* input_values,
+              const T* targets, const int64_t* labels, int64_t count, int64_t cross_entropy,
+              T cost_scale, double* total_cost, int64_t* correct) {
+    const int64_t n_pixels = sizes[0], n_first = sizes[1], n_out = sizes[layers];
+    const int64_t width = (n_first + LANES - 1) / LANES * LANES;
+    int64_t widest = 0;
+    for (int64_t l = 0; l <= layers; ++l) widest = sizes[l] > widest ? sizes[l] : widest;
+    std::vector<T> wt(n_pixels * width), a(widest), z(widest);
+    for (int64_t j = 0; j < n_first; ++j)
+        for (int64_t m = 0; m < n_pixels; ++m) wt[m * width + j] = weights[0][j * n_pixels + m];
+    double total = 0;
+    int64_t right = 0;
+    for (int64_t e = 0; e < count; ++e) {
+        if (e + AHEAD < count)
+            prefetch(input_starts, input_columns, input_values, targets, n_out, e + AHEAD);
+        const int64_t from = input_starts[e];
+        const Pixels<T> x = {input_columns + from, input_values + from, input_starts[e + 1] - from};
+        first_weighted_inputs(wt.data(), width, biases[0], n_first, x, z.data());  // z^1
+        for (int64_t l = 1; l < layers; ++l) {  // a^l = σ(z^l), z^{l+1} = W^{l+1} a^l + b^{l+1}
+            const int64_t n_in = sizes[l], n = sizes[l + 1];
+            for (int64_t m = 0; m < n_in; ++m) a[m] = sigmoid(z[m]);
+            const T* row = a.data();
+            layer_weighted_inputs(weights[l], biases[l], &row, 0, 1, n_in, n, z.data());
+        }
+        const T* y = targets + e * n_out;
+        T cost_x = 0;
+        int64_t brightest = 0;
+        for (int64_t j = 0; j < n_out; ++j) {
+            if (cross_entropy) {
+                cost_x += softplus(z[j]) - y[j] * z[j];
+            } else {
+                const T a_j = sigmoid(z[j]);
+                cost_x += (a_j - y[j]) * (a_j - y[j]);
+            }
+            brightest = z[j] > z[brightest] ? j : brightest;
+        }
+        total += double(cross_entropy ? cost_x : cost_scale * cost_x);
+        right += brightest == labels[e];
+    }
+    *total_cost = total;
+    *correct = right;
+}
+
 // Pass 1 of compressing images (count, pixels) by their nonzero activations: starts[e + 1] =
 // the nonzero pixels of examples 0..e (starts[0] = 0)
 template <typename T>
@@ -439,4 +487,17 @@ GD_TORCH_STEPS(steps_double, double)
     }
 GD_TORCH_NONZERO(float, float)
 GD_TORCH_NONZERO(double, double)
+
+#define GD_TORCH_EVALUATE(SUFFIX, T)                                                           \
+    void evaluate_##SUFFIX(int64_t layers, const int64_t* sizes, T* const* weights,            \
+                           T* const* biases, const int64_t* input_starts,                      \
+                           const int32_t* input_columns, const T* input_values,                \
+                           const T* targets, const int64_t* labels, int64_t count,             \
+                           int64_t cross_entropy, T cost_scale, double* total_cost,            \
+                           int64_t* correct) {                                                 \
+        evaluate<T>(layers, sizes, weights, biases, input_starts, input_columns, input_values, \
+                    targets, labels, count, cross_entropy, cost_scale, total_cost, correct);   \
+    }
+GD_TORCH_EVALUATE(float, float)
+GD_TORCH_EVALUATE(double, double)
 }
