@@ -138,9 +138,14 @@ def test_compiled_training_follows_the_eager_trajectory(engine, path, tmp_path, 
         results[compile] = train(settings, options, data=synthetic_mnist(), out=io.StringIO())
     for eager, fast in zip(results[False].network.parameters(), results[True].network.parameters()):
         torch.testing.assert_close(fast, eager)
-    assert [epoch["test_accuracy"] for epoch in results[True].history] == [
-        epoch["test_accuracy"] for epoch in results[False].history
-    ]
+    for metric in ("train_accuracy", "test_accuracy"):  # the native path measures natively too
+        assert [epoch[metric] for epoch in results[True].history] == [
+            epoch[metric] for epoch in results[False].history
+        ]
+    for metric in ("train_cost", "test_cost"):
+        assert [epoch[metric] for epoch in results[True].history] == pytest.approx(
+            [epoch[metric] for epoch in results[False].history], rel=1e-5
+        )
     for tag in ("batch/train_cost", "batch/gradient_norm"):  # every 3 steps, from compiled calls
         (eager_steps, eager_values), (compiled_steps, compiled_values) = (
             zip(*scalars(results[compile].run_dir, tag)) for compile in (False, True)

@@ -273,10 +273,13 @@ def epoch_function(
         )
         return gradients
 
+    path = path or fast_path(run)
+    if path == "native":
+        native.build_ahead()
     epoch_steps: Callable[[int, int], list[Tensor]] | None = {
         "native": native_steps,
         "inductor": inductor_steps,
-    }[path or fast_path(run)]
+    }[path]
 
     @torch.no_grad()
     def train_one_epoch(order: Tensor) -> None:

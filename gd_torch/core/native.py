@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +81,31 @@ def _compiler() -> str:
     return found
 
 
+_building = threading.Lock()  # one build at a time in a process (build_ahead's thread and a call)
+
+
+def build_ahead() -> None:
+    """Start building the library in a thread when no build is cached, so that the compiler
+    runs on another core while the run prepares (its banner, TensorBoard's start, step 0's
+    evaluation); the first call of ``library`` then waits for it, or says why it failed."""
+
+    def build() -> None:
+        try:
+            library()
+        except Exception:  # said by the caller's own call of library()
+            pass
+
+    threading.Thread(target=build, name="gd_torch native build", daemon=True).start()
+
+
 @functools.cache
 def library() -> ctypes.CDLL:
     """The built library, built first if no cached build of this source exists."""
+    with _building:
+        return _load_or_build()
+
+
+def _load_or_build() -> ctypes.CDLL:
     compiler = _compiler()
     key = hashlib.sha256(
         b"\0".join(
