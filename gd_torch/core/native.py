@@ -10,7 +10,9 @@ copies: one run (K = 1) and a sweep's K stacked networks (gd_torch.tools.sweep).
 
 The math is that of gd_torch.core.manual, in the same order: forward, BP1, then from the last
 layer back BP2 (with W^l before its update), BP3, BP4 and w ← w − η (∇C + λ w). Its steps equal
-the eager ones to float32 rounding (its sums add up in another order), not bit for bit.
+the eager ones to float32 rounding (its sums add up in another order), not bit for bit. The
+first layer reads each digit by its nonzero pixels only (``NonzeroInputs``, made once per run),
+and ``evaluate`` is the same forward pass, for the epoch's cost and accuracy.
 
 The library is built with the C++ compiler of ``$CXX`` (default ``c++``) into
 ``$GD_TORCH_CACHE`` (default ``~/.cache/gd_torch``), named by a hash of the source, the compiler
@@ -30,6 +32,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,9 +51,9 @@ FLAGS = (
     "-fno-math-errno",
     "-std=c++17",
 ) + (("-mprefer-vector-width=256",) if platform.machine().lower() in ("x86_64", "amd64") else ())
-FUNCTIONS = {torch.float32: "steps_float", torch.float64: "steps_double"}
+TYPES = {torch.float32: "float", torch.float64: "double"}  # the library's <verb>_<type>
+VERBS = ("steps", "count_nonzero", "gather_nonzero", "evaluate")
 SCALARS = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
-VERBS = ("count_nonzero", "gather_nonzero", "evaluate")  # the library's other functions
 
 
 class NativeUnavailable(RuntimeError):
@@ -61,7 +64,7 @@ def takes(engine: str, dtype: torch.dtype, device: torch.device | None = None) -
     """Whether the native steps can take a run's steps: the manual engine's (they are BP1-BP4),
     in float32 or float64, on the CPU (``device`` None: not known yet)."""
     on_cpu = device is None or device.type == "cpu"
-    return engine == "manual" and dtype in FUNCTIONS and on_cpu
+    return engine == "manual" and dtype in TYPES and on_cpu
 
 
 def cache_directory() -> Path:
@@ -119,10 +122,9 @@ def _load_or_build() -> ctypes.CDLL:
         loaded = ctypes.CDLL(str(built))
     except OSError as failure:
         raise NativeUnavailable(f"cannot load {built}: {failure}") from failure
-    for function in FUNCTIONS.values():
-        suffix = function.removeprefix("steps_")
-        for name in (function, *(f"{verb}_{suffix}" for verb in VERBS)):
-            getattr(loaded, name).restype = None
+    for verb in VERBS:
+        for type_name in TYPES.values():
+            getattr(loaded, f"{verb}_{type_name}").restype = None
     return loaded
 
 
@@ -170,24 +172,35 @@ class NonzeroInputs:
     values: Tensor  # (nonzeros,), the images' dtype
     pixels: int  # n_0, the length of a dense row
 
+    def pointers(self) -> tuple[ctypes.c_void_p, ...]:  # the library's three arguments
+        parts = (self.starts, self.columns, self.values)
+        return tuple(ctypes.c_void_p(part.data_ptr()) for part in parts)
+
 
 def nonzero_inputs(images: Tensor) -> NonzeroInputs:
     """``images`` (N, n_0), by their nonzero activations, in two passes of the library (a
     tenth of the time of PyTorch's ``nonzero``); made once for a run's training set."""
-    images = _checked(images, images.dtype, "images")
-    if images.dtype not in FUNCTIONS:
-        raise ValueError(f"the native steps compute in float32 or float64, not {images.dtype}")
+    _checked(images, _computed_in(images.dtype), "images")
     count, pixels = images.shape
-    suffix = FUNCTIONS[images.dtype].removeprefix("steps_")
     starts = torch.empty(count + 1, dtype=torch.int64)
     shape = (ctypes.c_void_p(images.data_ptr()), ctypes.c_int64(count), ctypes.c_int64(pixels))
-    getattr(library(), f"count_nonzero_{suffix}")(*shape, ctypes.c_void_p(starts.data_ptr()))
+    _function("count_nonzero", images.dtype)(*shape, ctypes.c_void_p(starts.data_ptr()))
     columns = torch.empty(int(starts[-1]), dtype=torch.int32)
     values = torch.empty(int(starts[-1]), dtype=images.dtype)
-    getattr(library(), f"gather_nonzero_{suffix}")(
+    _function("gather_nonzero", images.dtype)(
         *shape, ctypes.c_void_p(columns.data_ptr()), ctypes.c_void_p(values.data_ptr())
     )
     return NonzeroInputs(starts, columns, values, pixels)
+
+
+def _computed_in(dtype: torch.dtype) -> torch.dtype:
+    if dtype not in TYPES:
+        raise ValueError(f"the native steps compute in float32 or float64, not {dtype}")
+    return dtype
+
+
+def _function(verb: str, dtype: torch.dtype) -> Any:  # the library's function, e.g. steps_float
+    return getattr(library(), f"{verb}_{TYPES[dtype]}")
 
 
 def _pointers(tensors: Sequence[Tensor]) -> ctypes.Array:
@@ -231,9 +244,7 @@ def sgd_steps(
       ``decay_biases``;
     - ``costs``, ``norms`` (S, K): step s's C and ‖∇C‖ of copy k are written at [s, k].
     """
-    dtype = weights[0].dtype  # the network's: everything else must match it
-    if dtype not in FUNCTIONS:
-        raise ValueError(f"the native steps compute in float32 or float64, not {dtype}")
+    dtype = _computed_in(weights[0].dtype)  # the network's: everything else must match it
     copies, layers = weights[0].shape[0], len(weights)
     sizes = [weights[0].shape[2], *(weight.shape[1] for weight in weights)]
     if indices.dtype != torch.int64 or indices.dim() != 2 or indices.shape[0] != copies:
@@ -263,7 +274,7 @@ def sgd_steps(
     _checked(inputs.columns, torch.int32, "input columns")
     scalar = SCALARS[dtype]
     cross_entropy = convention == "cross-entropy"
-    getattr(library(), FUNCTIONS[dtype])(
+    _function("steps", dtype)(
         ctypes.c_int64(copies),
         ctypes.c_int64(layers),
         (ctypes.c_int64 * len(sizes))(*sizes),
@@ -271,9 +282,7 @@ def sgd_steps(
         _pointers(biases),
         _pointers(weight_gradients),
         _pointers(bias_gradients),
-        ctypes.c_void_p(inputs.starts.data_ptr()),
-        ctypes.c_void_p(inputs.columns.data_ptr()),
-        ctypes.c_void_p(inputs.values.data_ptr()),
+        *inputs.pointers(),
         ctypes.c_void_p(targets.data_ptr()),
         ctypes.c_void_p(indices.data_ptr()),
         ctypes.c_int64(indices.stride(0)),
@@ -301,9 +310,7 @@ def evaluate(
     """(Σ_x C_x, the number classified right) of one network, W^l ``weights[l]`` and b^l
     ``biases[l]``, over the examples of ``inputs`` (their one-hot ``targets`` and ``labels``):
     ``gd_torch.core.evaluate.totals`` by the native steps' forward pass."""
-    dtype = weights[0].dtype
-    if dtype not in FUNCTIONS:
-        raise ValueError(f"the native steps compute in float32 or float64, not {dtype}")
+    dtype = _computed_in(weights[0].dtype)
     sizes = [weights[0].shape[1], *(weight.shape[0] for weight in weights)]
     if inputs.pixels != sizes[0] or not len(inputs.starts) == len(targets) + 1 == len(labels) + 1:
         raise ValueError(
@@ -315,14 +322,12 @@ def evaluate(
     _checked(labels, torch.int64, "labels")
     total_cost, correct = ctypes.c_double(), ctypes.c_int64()
     cross_entropy = convention == "cross-entropy"
-    getattr(library(), "evaluate_" + FUNCTIONS[dtype].removeprefix("steps_"))(
+    _function("evaluate", dtype)(
         ctypes.c_int64(len(weights)),
         (ctypes.c_int64 * len(sizes))(*sizes),
         _pointers(weights),
         _pointers(biases),
-        ctypes.c_void_p(inputs.starts.data_ptr()),
-        ctypes.c_void_p(inputs.columns.data_ptr()),
-        ctypes.c_void_p(inputs.values.data_ptr()),
+        *inputs.pointers(),
         ctypes.c_void_p(targets.data_ptr()),
         ctypes.c_void_p(labels.data_ptr()),
         ctypes.c_int64(len(labels)),
