@@ -24,7 +24,7 @@ from gd_torch.core.mnist_files import (
 
 def activations(pixels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """Pixel values 0..255 (uint8) -> the network's input activations in [0, 1]."""
-    return pixels.to(dtype) / 255
+    return pixels.to(dtype).div_(255)  # in place: one (N, 784) tensor of fresh memory, not two
 
 
 @dataclass
