@@ -256,6 +256,41 @@ def test_a_calls_steps_are_each_reported_with_their_own_cost_and_norm():
     assert run.step == 10 and float(run.batch_cost) == pytest.approx(0.3)
 
 
+class EverySecondStep(Steps):
+    """Reads only the even steps of a call, as TensorBoard reads the multiples of --log-every."""
+
+    def on_steps_end(self, run, steps):
+        self.calls = getattr(self, "calls", []) + [(steps, run.step)]
+        for _ in run.replay(steps[steps.start % 2 :: 2]):
+            self.on_step_end(run)
+
+
+def test_a_callback_can_take_a_calls_steps_at_once_and_replay_some_of_them():
+    settings, options = split(runs_dir=None, log_every=4)
+    network = Network(settings.layer_sizes)
+    some, every = EverySecondStep(), Steps()
+    run = Run(
+        settings,
+        options,
+        network,
+        sgd(settings)(network),
+        synthetic_mnist(),
+        torch.device("cpu"),
+        None,
+        RunGuard(settings, options.log_every, torch.device("cpu"), None),
+        [some, every],
+        step=7,
+    )
+    costs, norms = torch.tensor([0.5, 0.4, 0.3, 0.2]), torch.tensor([2.0, 1.0, 3.0, 4.0])
+    run.finish_steps(costs, norms)
+    assert some.calls == [(range(8, 12), 11)]  # the call's steps, run at its last
+    assert some.seen == [(8, 0.5, 2.0), (10, pytest.approx(0.3), 3.0)]
+    assert [step for step, *_ in every.seen] == [8, 9, 10, 11]  # the default: each step
+    assert run.step == 11 and float(run.batch_cost) == pytest.approx(0.2)
+    run.finish_steps(costs[:2], norms[:2])  # a second call: its own steps and values
+    assert some.calls[1] == (range(12, 14), 13) and some.seen[2:] == [(12, 0.5, 2.0)]
+
+
 def test_the_first_compiled_step_whose_cost_is_not_finite_is_named_after_the_steps_before_it():
     settings, options = split(runs_dir=None, learning_rate=1.5, lr_schedule="constant")
     network = Network(settings.layer_sizes)

@@ -14,9 +14,11 @@ from PIL import Image
 from tensorboard import default, program
 from tensorboard.backend import application
 from tensorboard.backend.event_processing.data_ingester import LocalDataIngester
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from werkzeug.test import Client
 
 from gd_torch import train
+from gd_torch.analysis.figures import weight_tiles
 from gd_torch.analysis.report import analyze
 from gd_torch.core.data import Split
 from gd_torch.core.evaluate import evaluate
@@ -28,12 +30,14 @@ from gd_torch.dashboard import projector
 from gd_torch.dashboard.tensorboard import (
     GRADIENT_SAMPLE,
     MOST_HISTOGRAMS,
+    TrainingLog,
     histograms_due,
     sample_gradients,
     view_command,
 )
 from gd_torch.tools.sweep import sweep
 from tests.configs import split
+from tests.events import scalars
 from tests.fakes import synthetic_mnist, write_mnist_files
 
 SEEDS, RATES = (3, 4), (1.0, 2.5)
@@ -335,3 +339,41 @@ def test_gradient_sample_leaves_the_networks_gradients_alone(data):
     )
     assert [p.grad for p in network.parameters()] == before
     assert [w.shape for w, _ in gradients] == [layer.weight.shape for layer in network.layers]
+
+
+def test_the_logs_drawings_are_made_in_the_background_from_the_weights_when_asked(tmp_path, data):
+    network = Network()
+    log = TrainingLog(tmp_path)
+    log.images(5, 1, network, data.test)
+    asked = network.layers[0].weight.detach().clone()
+    with torch.no_grad():
+        network.layers[0].weight.zero_()  # the next steps, while the drawing is made
+    log.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    (logged,) = events.Images("images/first_layer_weights")
+    drawn = Image.open(io.BytesIO(logged.encoded_image_string)).convert("RGB")
+    expected = TrainingLog(tmp_path / "again")
+    expected.figure("expected", weight_tiles(asked, "first-layer weights, after epoch 1", True), 5)
+    expected.close()
+    again = EventAccumulator(str(tmp_path / "again"), size_guidance={"images": 0})
+    again.Reload()
+    (reference,) = again.Images("expected")
+    assert logged.step == 5
+    assert np.array_equal(
+        np.asarray(drawn),
+        np.asarray(Image.open(io.BytesIO(reference.encoded_image_string)).convert("RGB")),
+    )
+
+
+def test_a_failure_in_the_background_is_raised_by_close_which_still_closes_the_file(tmp_path):
+    log = TrainingLog(tmp_path)
+
+    def fail():
+        raise OSError("No space left on device")
+
+    log.in_background(fail)
+    log.scalars(1, {"epoch/test_cost": 0.5})
+    with pytest.raises(OSError, match="No space left"):
+        log.close()
+    assert scalars(tmp_path, "epoch/test_cost") == [(1, 0.5)]

@@ -129,6 +129,19 @@ def test_nonzero_inputs_hold_every_nonzero_pixel_in_its_place():
     assert inputs.columns.dtype == torch.int32 and len(inputs.values) == images.count_nonzero()
 
 
+def test_a_tensor_is_compressed_once_until_it_changes_in_place():
+    images, _ = examples(30, torch.float32)
+    inputs = native.nonzero_inputs(images)
+    assert native.nonzero_inputs(images) is inputs  # the steps' and the evaluation's one copy
+    assert native.nonzero_inputs(images.clone()) is not inputs  # another tensor: its own
+    images[0, 5] = 0.5  # row 0 was all black
+    changed = native.nonzero_inputs(images)
+    assert changed is not inputs and changed.starts[1] == 1 and changed.columns[0] == 5
+    key = id(images)
+    del images, inputs, changed
+    assert key not in native._compressed  # forgotten with its tensor
+
+
 @pytest.mark.parametrize("first_layer", [16, 37])
 def test_a_first_layer_of_one_or_more_vectors_of_neurons(first_layer):
     """The first layer's neurons go LANES = 16 at a time: exactly one vector, and three with

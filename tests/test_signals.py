@@ -2,6 +2,7 @@
 
 import io
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +20,9 @@ from tests.events import scalars
 from tests.fakes import write_mnist_files
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-# in batches of 1: an epoch is 3,000 steps (seconds), long enough to be signalled in its middle
-TRAIN_IMAGES = 3000
+# in batches of 1: an epoch is 6,000 steps (0.8 s on a quiet 2-core VM, seconds under load),
+# long enough to be signalled in its middle; 3 epochs, 18,000 steps, stay on the reference loop
+TRAIN_IMAGES = 6000
 EPOCHS = 3
 WAIT_SECONDS = 180
 
@@ -43,6 +45,14 @@ def long_run(tmp_path: Path) -> list[str]:
         *("--runs-dir", str(tmp_path / "runs"), "--batch-size", "1"),
         *("--epochs", str(EPOCHS), "--image-every", "0"),
     ]
+
+
+def into_epoch_two(process: subprocess.Popen) -> None:
+    """Once epoch 1's line is printed, wait half as long as that epoch took: past its checkpoint
+    (a signal there stops at the epoch's end), in the middle of epoch 2's steps, however fast
+    the machine is."""
+    line = wait_for_line(process, f"epoch 1/{EPOCHS}")[-1]
+    time.sleep(float(re.search(r"([0-9.]+) s$", line.strip()).group(1)) / 2)
 
 
 def wait_for_line(process: subprocess.Popen, start: str) -> list[str]:
@@ -97,10 +107,7 @@ def test_signal_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(
         "0",
     ]
     process = gd_torch("train", *options)
-    wait_for_line(process, f"epoch 1/{EPOCHS}")
-    time.sleep(
-        1.0
-    )  # past epoch 1's checkpoint (a signal there stops at the epoch's end): into epoch 2's steps
+    into_epoch_two(process)
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=WAIT_SECONDS)
 
@@ -166,8 +173,7 @@ def test_two_ctrl_c_2_ms_apart_with_a_progress_bar_end_in_one_clean_line(tmp_pat
         text=True,
     )
     os.close(stderr)
-    wait_for_line(process, f"epoch 1/{EPOCHS}")
-    time.sleep(1.0)
+    into_epoch_two(process)
     process.send_signal(signal.SIGINT)
     time.sleep(0.002)
     process.send_signal(signal.SIGINT)
@@ -230,8 +236,7 @@ def test_a_closed_terminal_or_a_batch_systems_warning_stops_the_run_resumably(
     tmp_path, signal_number
 ):
     process = gd_torch(*long_run(tmp_path))
-    wait_for_line(process, f"epoch 1/{EPOCHS}")
-    time.sleep(1.0)
+    into_epoch_two(process)
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=WAIT_SECONDS)
     assert process.returncode == 128 + signal_number, stderr

@@ -44,6 +44,7 @@ from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import Metrics, evaluate
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run, gradient_norm
+from gd_torch.core.settings import RunOptions, TrainingSettings
 
 STEPS_PER_CALL = 1_000  # the steps of one compiled call: a Ctrl-C or a callback's stop waits for it
 # --compile left to choose (RunOptions.compile None) takes the fast path for runs of at least this
@@ -121,38 +122,57 @@ def choose(run: Run) -> tuple[bool, str]:
     """Whether ``run`` takes the fast path, and why, for the banner. ``--compile`` asks for it
     (and fails on what it does not implement), ``--no-compile`` refuses it; left to choose, a
     run on the CPU takes it when it can and its SGD steps are enough to earn the compile."""
-    asked = run.options.compile
-    if asked is False:
+    if run.options.compile is False:
         return False, "reference loop (--no-compile)"
     try:
         plain_sgd_group(run.optimizer, run.network)
         if distributed.world_size() > 1:
             raise GdTorchError("data parallelism all-reduces ∇C before the update")
     except GdTorchError as refusal:
-        if asked:
+        if run.options.compile:
             raise
         return False, f"reference loop (the fast path is for plain SGD in one process: {refusal})"
-    path = fast_path(run)
+    steps = (run.settings.epochs - run.epoch) * math.ceil(
+        len(run.data.train) / run.settings.batch_size
+    )
+    return choose_by_settings(run.settings, run.options, run.device, steps)
+
+
+def choose_by_settings(
+    settings: TrainingSettings, options: RunOptions, device: torch.device, steps: int
+) -> tuple[bool, str]:
+    """``choose`` for an SGD that the fast path implements, from the settings and the ``steps``
+    left: what a run knows before its optimizer is made."""
+    path = "native" if native.takes(settings.engine, settings.torch_dtype, device) else "inductor"
     name = PATH_NAMES[path]
-    if asked:
+    if options.compile:
         return True, f"{name} (--compile)"
-    if run.device.type != "cpu":  # Inductor's code for it is untested here
+    if device.type != "cpu":  # Inductor's code for it is untested here
         return (
             False,
             "reference loop (the fast path is measured on the CPU only; --compile: try it)",
         )
-    steps = (run.settings.epochs - run.epoch) * math.ceil(
-        len(run.data.train) / run.settings.batch_size
-    )
-    if run.options.snapshot_every:  # a compiled call holds no weights between its steps
+    if options.snapshot_every:  # a compiled call holds no weights between its steps
         return False, "reference loop (--snapshot-every keeps the weights between steps)"
-    if run.options.time_budget:  # the compile would take its seconds out of the budget
+    if options.time_budget:  # the compile would take its seconds out of the budget
         return False, "reference loop (--time-budget counts the compile; --compile to force it)"
-    if run.options.dry_run or steps < (NATIVE_AUTO_STEPS if path == "native" else AUTO_STEPS):
+    if options.dry_run or steps < (NATIVE_AUTO_STEPS if path == "native" else AUTO_STEPS):
         return False, (
             f"reference loop ({steps:,} SGD steps do not earn the compile; --compile to force it)"
         )
     return True, f"{name} ({steps:,} SGD steps earn the compile; --no-compile for the reference)"
+
+
+def build_ahead(
+    settings: TrainingSettings, options: RunOptions, device: torch.device, steps: int
+) -> None:
+    """Start the native library's build (seconds, once per machine) when a run of these
+    settings will take the native steps, as soon as it knows: the compiler then works on
+    another core while the run makes its optimizer and starts TensorBoard."""
+    plain = not settings.momentum and distributed.world_size() == 1  # as ``choose`` requires
+    fast, _ = choose_by_settings(settings, options, device, steps)
+    if plain and fast and native.takes(settings.engine, settings.torch_dtype, device):
+        native.build_ahead()
 
 
 PATH_NAMES = {"native": "native C++ steps", "inductor": "compiled by Inductor"}  # for the banner
@@ -167,13 +187,12 @@ def fast_path(run: Run) -> str:
 
 def evaluation_function(run: Run, fast: bool) -> Callable[[Split], Metrics]:
     """How the run measures each epoch: ``evaluate``, or, when the fast path takes the native
-    steps, their forward pass from each split's nonzero pixels (compressed once per split): the
-    same cost and accuracy, to rounding, in half the time. Should the library not build, the
-    reference evaluates."""
+    steps, their forward pass from each split's nonzero pixels (compressed once per split, the
+    training set's shared with the steps): the same cost and accuracy, to rounding, in half the
+    time. Should the library not build, the reference evaluates."""
     network, convention = run.network, run.settings.cost
     if not fast or fast_path(run) != "native":
         return lambda split: evaluate(network, split, convention)
-    compressed: list[tuple[Split, native.NonzeroInputs]] = []  # the run's splits, each once
 
     @functools.cache
     def built() -> bool:  # the library (the steps' first call built it, or failed to)
@@ -186,14 +205,10 @@ def evaluation_function(run: Run, fast: bool) -> Callable[[Split], Metrics]:
     def native_evaluate(split: Split) -> Metrics:
         if not built():
             return evaluate(network, split, convention)
-        inputs = next((c for s, c in compressed if s is split), None)
-        if inputs is None:
-            inputs = native.nonzero_inputs(split.images)
-            compressed.append((split, inputs))
         total_cost, correct = native.evaluate(
             [layer.weight.detach() for layer in network.layers],
             [layer.bias.detach() for layer in network.layers],
-            inputs,
+            native.nonzero_inputs(split.images),
             split.targets,
             split.labels,
             convention,
@@ -247,10 +262,6 @@ def epoch_function(
             group["weight_decay"],
         )
 
-    @functools.cache
-    def training_inputs() -> native.NonzeroInputs:  # the images by their nonzero pixels, once
-        return native.nonzero_inputs(split.images)
-
     def native_steps(start: int, stop: int) -> list[Tensor]:
         layers = run.network.layers
         gradients = [torch.empty_like(parameter) for parameter in group["params"]]
@@ -259,7 +270,7 @@ def epoch_function(
             [layer.bias.detach().unsqueeze(0) for layer in layers],
             [gradient.unsqueeze(0) for gradient in gradients[0::2]],
             [gradient.unsqueeze(0) for gradient in gradients[1::2]],
-            training_inputs(),
+            native.nonzero_inputs(split.images),  # the images by their nonzero pixels
             split.targets,
             batches.view(1, -1),
             batch_size,
@@ -275,7 +286,7 @@ def epoch_function(
 
     path = path or fast_path(run)
     if path == "native":
-        native.build_ahead()
+        native.build_ahead()  # when the run did not start it earlier
     epoch_steps: Callable[[int, int], list[Tensor]] | None = {
         "native": native_steps,
         "inductor": inductor_steps,

@@ -287,6 +287,9 @@ def _train(
             settings.layer_sizes, settings.torch_dtype, device, settings.batch_size
         )
     data = prepare_data(settings, options, device, data)
+    epochs_left = settings.epochs - (checkpoint["epoch"] if checkpoint else 0)
+    steps_left = epochs_left * math.ceil(len(data.train) / settings.batch_size)
+    compiled.build_ahead(settings, options, device, steps_left)
     init_generator, order_generator = seeded_generators(settings.seed)
     if network is None:
         network = Network(settings.layer_sizes, settings.init, init_generator, settings.torch_dtype)

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,10 +88,12 @@ def _compiler() -> str:
 _building = threading.Lock()  # one build at a time in a process (build_ahead's thread and a call)
 
 
+@functools.cache  # once per process
 def build_ahead() -> None:
     """Start building the library in a thread when no build is cached, so that the compiler
-    runs on another core while the run prepares (its banner, TensorBoard's start, step 0's
-    evaluation); the first call of ``library`` then waits for it, or says why it failed."""
+    runs on another core while the run prepares (its optimizer, banner, TensorBoard's start,
+    step 0's evaluation); the first call of ``library`` then waits for it, or says why it
+    failed."""
 
     def build() -> None:
         try:
@@ -177,9 +180,27 @@ class NonzeroInputs:
         return tuple(ctypes.c_void_p(part.data_ptr()) for part in parts)
 
 
+# id(images) -> (images._version when compressed, the NonzeroInputs), while the images live
+_compressed: dict[int, tuple[int, NonzeroInputs]] = {}
+
+
 def nonzero_inputs(images: Tensor) -> NonzeroInputs:
     """``images`` (N, n_0), by their nonzero activations, in two passes of the library (a
-    tenth of the time of PyTorch's ``nonzero``); made once for a run's training set."""
+    tenth of the time of PyTorch's ``nonzero``). Each tensor is compressed once: while it lives
+    and is not changed in place (its version counter), a second call returns the same inputs,
+    so that a run's steps and its evaluation, and a sweep's stacks, share one copy."""
+    key = id(images)
+    known = _compressed.get(key)
+    if known is not None and known[0] == images._version:
+        return known[1]
+    inputs = _compress(images)
+    if known is None:  # forgotten with the tensor, before its id can be another's
+        weakref.finalize(images, _compressed.pop, key, None)
+    _compressed[key] = (images._version, inputs)
+    return inputs
+
+
+def _compress(images: Tensor) -> NonzeroInputs:
     _checked(images, _computed_in(images.dtype), "images")
     count, pixels = images.shape
     starts = torch.empty(count + 1, dtype=torch.int64)

@@ -10,10 +10,12 @@
 Callbacks run on every rank under torchrun (only rank 0 has a ``run_dir``). A stop asked for
 in ``on_step_end`` takes effect after that step (under torchrun: at the next multiple of
 --log-every, where the ranks agree); on the compiled fast path the step callbacks of a call run
-after its steps (up to 1,000), one per step, while the network already holds the weights after
-the last, and a stop takes effect after the call.
+after its steps (up to 1,000): each callback's ``on_steps_end`` gets them all (by default one
+``on_step_end`` per step), while the network already holds the weights after the last, and a
+stop takes effect after the call.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,14 @@ class Callback:
 
     def on_step_end(self, run: "Run") -> None:
         """After each SGD step: ``run.step``, ``run.batch_cost``, ``run.gradient_norm()``."""
+
+    def on_steps_end(self, run: "Run", steps: range) -> None:
+        """After the steps of one compiled call (up to 1,000), at once: by default
+        ``on_step_end`` once per step, ``run.step`` each of ``steps`` in turn. Override it to
+        read only the steps you need, with ``run.replay(some of the steps)``."""
+        if type(self).on_step_end is not Callback.on_step_end:  # else there is nothing to call
+            for _ in run.replay(steps):
+                self.on_step_end(run)
 
     def on_epoch_end(self, run: "Run") -> None:
         """After the epoch's evaluation: ``run.metrics``, before its checkpoint is written."""
@@ -115,23 +125,32 @@ class Run:
 
     def finish_steps(self, batch_costs: Tensor, gradient_norms: Tensor) -> bool:
         """``finish_step`` for the n steps of one compiled call, given their costs and ‖∇C‖ (n,),
-        at a fraction of n calls' cost: the costs are checked at once, and each step callback is
-        called once per step, reading its step's cost and norm only when it asks for them."""
+        at a fraction of n calls' cost: the costs are checked at once, and each callback's
+        ``on_steps_end`` gets the call's steps, reading a step's cost and norm only when it asks
+        for them."""
         self._batch_costs, self._gradient_norms = batch_costs, gradient_norms
         first_step = self.step
         finite = self.guard.finite_steps(batch_costs)  # all of them, unless the run diverged
-        if self.callbacks:
-            for self._index in range(finite):
-                self.step += 1
-                for callback in self.callbacks:
-                    callback.on_step_end(self)
-        else:
-            self.step += finite
+        steps = range(first_step + 1, first_step + 1 + finite)
+        self.step, self._index = first_step + finite, max(finite - 1, 0)
+        for callback in self.callbacks:
+            callback.on_steps_end(self, steps)
         if finite < len(batch_costs):
             self.step, self._index = self.step + 1, finite
             self.guard.check_step(self.step, batch_costs[finite], self.network)  # raises Diverged
         self.guard.check_weights(first_step, self.step, self.network)
         return self.should_stop()
+
+    def replay(self, steps: range) -> Iterator[int]:
+        """Each of ``steps``, steps of the last compiled call, in turn as ``run.step``, with its
+        ``batch_cost`` and ``gradient_norm()``; then back at the call's last step."""
+        last, first_of_call = self.step, self.step - self._index
+        try:
+            for self.step in steps:
+                self._index = self.step - first_of_call
+                yield self.step
+        finally:
+            self.step, self._index = last, last - first_of_call
 
     def should_stop(self, every: int = 1) -> bool:
         """A signal or a callback asked to stop. Under torchrun the ranks agree, every ``every``

@@ -135,6 +135,10 @@ class TrajectoryRecorder(Callback):
         if self.trajectory is not None and every and run.step % every == 0:
             self._add(run, epochs=run.epoch - 1)
 
+    def on_steps_end(self, run: Run, steps: range) -> None:
+        """Nothing: a compiled call holds no weights between its steps, so a run with
+        --snapshot-every takes the reference loop (gd_torch.core.compiled.choose)."""
+
     def on_epoch_end(self, run: Run) -> None:
         if self.trajectory is not None:
             self._add(run, epochs=run.epoch)

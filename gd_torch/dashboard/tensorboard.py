@@ -26,12 +26,18 @@ HISTOGRAMS and IMAGES tabs), so a resumed run's ``purge_step`` removes all of wh
 logged after its checkpoint; ``epoch/epoch`` maps steps to epochs.
 
 ``TrainingLog`` writes; ``TensorBoard`` is the callback that writes a run's log as it trains.
+A drawing or a set of histograms takes tens of milliseconds: the log makes them on a thread of
+its own, from copies of the weights taken when asked, while training goes on.
 """
 
 import math
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,6 +51,9 @@ from gd_torch.core.run_dir import default_run_name, library_versions
 from gd_torch.core.settings import RunOptions, TrainingSettings
 from gd_torch.dashboard import hparams, projector
 from gd_torch.dashboard.text import run_texts, settings_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GRADIENT_SAMPLE = 1_000  # the gradient histograms are of the cost over the first 1,000 digits
 MOST_HISTOGRAMS = 51  # per tag: TensorBoard's histogram views show no more (hard-coded)
@@ -87,11 +96,42 @@ def step_zero_metrics(network: Network, data: Mnist, cost: str) -> dict[str, flo
 
 
 class TrainingLog:
+    """A run's TensorBoard event file. Scalars are written at once; histograms and images are
+    made on the log's own thread (``in_background``), in the order asked for, from copies taken
+    by the caller, so that a caller's next SGD steps (which release Python's lock) run beside
+    them. ``wait`` waits for that thread; ``close`` waits, then closes the file."""
+
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # a second to import: only when logging
 
         self.run_dir = Path(run_dir)
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"TrainingLog {self.run_dir.name}")
+        self._handed_over: list[Future] = []
+
+    def in_background(self, work: Callable[[], object]) -> None:
+        """Run ``work`` on the log's thread, after all handed over before it. Its failure is
+        raised by the next hand-over, ``wait`` or ``close``."""
+        done = [work for work in self._handed_over if work.done()]
+        self._handed_over = [work for work in self._handed_over if not work.done()]
+        for finished in done:
+            finished.result()  # raises the failure
+        self._handed_over.append(self._thread.submit(work))
+
+    def wait(self) -> None:
+        """Until all handed over is written; raises the first failure."""
+        handed_over, self._handed_over = self._handed_over, []
+        for work in handed_over:
+            work.result()
+
+    def scalars(self, step: int, values: dict[str, float | Tensor]) -> None:
+        """Several scalars of one step, as one event (a third of the cost of add_scalar's one
+        event each, most of which is handing the event to the writer's thread)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from torch.utils.tensorboard.summary import scalar
+
+        summary = Summary(value=[scalar(tag, value).value[0] for tag, value in values.items()])
+        self.writer.file_writer.add_summary(summary, step)
 
     def batch(
         self,
@@ -101,22 +141,36 @@ class TrainingLog:
         learning_rate: float,
     ) -> None:
         """The mini-batch's cost, ‖∇C‖ and η (reading a tensor waits for the device)."""
-        self.writer.add_scalar("batch/train_cost", batch_cost, step)
-        self.writer.add_scalar("batch/gradient_norm", gradient_norm, step)
-        self.writer.add_scalar("batch/learning_rate", learning_rate, step)
+        self.scalars(
+            step,
+            {
+                "batch/train_cost": batch_cost,
+                "batch/gradient_norm": gradient_norm,
+                "batch/learning_rate": learning_rate,
+            },
+        )
 
     def epoch(self, step: int, epoch: int, scalars: dict[str, float]) -> None:
-        for name, value in ({"epoch": epoch} | scalars).items():
-            self.writer.add_scalar(f"epoch/{name}", value, step)
+        self.scalars(
+            step, {f"epoch/{name}": value for name, value in ({"epoch": epoch} | scalars).items()}
+        )
 
     def histograms(self, step: int, network: Network, sample: Split, cost: str) -> None:
-        """Each layer's weights and biases, and the gradient of the cost over ``sample``."""
+        """Each layer's weights and biases, and the gradient of the cost over ``sample``: the
+        gradient computed now, the histograms made in the background."""
         gradients = sample_gradients(network, sample, cost)
+        tensors = {}
         for l, (layer, (nabla_w, nabla_b)) in enumerate(zip(network.layers, gradients), start=1):
-            self.writer.add_histogram(f"layer{l}/weights", layer.weight, step)
-            self.writer.add_histogram(f"layer{l}/biases", layer.bias, step)
-            self.writer.add_histogram(f"layer{l}/weight_gradients", nabla_w, step)
-            self.writer.add_histogram(f"layer{l}/bias_gradients", nabla_b, step)
+            tensors[f"layer{l}/weights"] = layer.weight.detach().clone()
+            tensors[f"layer{l}/biases"] = layer.bias.detach().clone()
+            tensors[f"layer{l}/weight_gradients"] = nabla_w
+            tensors[f"layer{l}/bias_gradients"] = nabla_b
+
+        def write() -> None:
+            for tag, values in tensors.items():
+                self.writer.add_histogram(tag, values, step)
+
+        self.in_background(write)
 
     def images_if_due(
         self,
@@ -132,23 +186,40 @@ class TrainingLog:
             self.images(step, epoch, network, test)
 
     def images(self, step: int, epoch: int, network: Network, test: Split) -> None:
-        from gd_torch.analysis import figures  # matplotlib is loaded only when images are drawn
+        """The first-layer weights and the test digits' confusion matrix, as they are now; drawn
+        in the background."""
         from gd_torch.analysis.outputs import Mistakes, outputs
 
         when = "untrained (step 0)" if epoch == 0 else f"after epoch {epoch}"
-        weights = network.layers[0].weight
-        for tag, per_neuron in (
-            ("images/first_layer_weights", True),
-            ("images/first_layer_weights_one_scale", False),
-        ):
-            title = f"first-layer weights, {when}"
-            self.writer.add_figure(tag, figures.weight_tiles(weights, title, per_neuron), step)
+        weights = network.layers[0].weight.detach().clone()
         confusion = Mistakes.of(outputs(network, test.images), test).confusion
-        self.writer.add_figure(
-            "images/confusion_matrix",
-            figures.confusion_card(confusion, f"test digits, {when}"),
-            step,
-        )
+
+        def draw() -> None:
+            from gd_torch.analysis import figures  # matplotlib is loaded only when images are drawn
+
+            for tag, per_neuron in (
+                ("images/first_layer_weights", True),
+                ("images/first_layer_weights_one_scale", False),
+            ):
+                title = f"first-layer weights, {when}"
+                self.figure(tag, figures.weight_tiles(weights, title, per_neuron), step)
+            self.figure(
+                "images/confusion_matrix",
+                figures.confusion_card(confusion, f"test digits, {when}"),
+                step,
+            )
+
+        self.in_background(draw)
+
+    def figure(self, tag: str, figure: "Figure", step: int) -> None:
+        """A matplotlib figure as an image, rendered by its Agg canvas (``add_figure`` would
+        import pyplot, whose state is not for threads)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+        self.writer.add_image(tag, rgb, step, dataformats="HWC")
 
     def final(self, step: int, network: Network, test: Split) -> None:
         """After the last epoch: a PR curve per digit, and the last hidden layer's projector."""
@@ -199,15 +270,21 @@ class TrainingLog:
         image_every: int,
     ) -> None:
         """All an epoch's end (or step 0: ``epoch`` 0) shows: its scalars, the histograms and
-        images when due; then the events go to disk."""
+        images when due; then the events go to disk, once those are made."""
         self.epoch(step, epoch, scalars)
         if histograms_due(epoch, last_epoch):
             self.histograms(step, network, data.train[:GRADIENT_SAMPLE], cost)
         self.images_if_due(step, epoch, last_epoch, image_every, network, data.test)
-        self.writer.flush()
+        self.in_background(self.writer.flush)
 
     def close(self) -> None:
-        self.writer.close()
+        """Waits for the background, then closes the event file (and raises the background's
+        first failure, if it had one)."""
+        try:
+            self.wait()
+        finally:
+            self._thread.shutdown()
+            self.writer.close()
 
 
 def start_group(
@@ -299,8 +376,17 @@ class TensorBoard(Callback):
 
     def on_step_end(self, run: Run) -> None:
         if self.log is not None and run.step % run.options.log_every == 0:
-            learning_rate = run.optimizer.param_groups[0]["lr"]
-            self.log.batch(run.step, run.batch_cost, run.gradient_norm(), learning_rate)
+            self.log_step(run)
+
+    def on_steps_end(self, run: Run, steps: range) -> None:
+        if self.log is not None:
+            every = run.options.log_every
+            for _ in run.replay(steps[-steps.start % every :: every]):  # the multiples of every
+                self.log_step(run)
+
+    def log_step(self, run: Run) -> None:
+        learning_rate = run.optimizer.param_groups[0]["lr"]
+        self.log.batch(run.step, run.batch_cost, run.gradient_norm(), learning_rate)
 
     def on_epoch_end(self, run: Run) -> None:
         if self.log is not None:

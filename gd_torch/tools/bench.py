@@ -76,12 +76,15 @@ class CountedTensorBoard(TensorBoard):
     def on_step_end(self, run: Run) -> None:
         self._counted(super().on_step_end, run)
 
+    def on_steps_end(self, run: Run, steps: range) -> None:
+        self._counted(super().on_steps_end, run, steps)
+
     def on_epoch_end(self, run: Run) -> None:
         self._counted(super().on_epoch_end, run)
 
-    def _counted(self, method, run: Run) -> None:
+    def _counted(self, method, *arguments) -> None:
         started = time.perf_counter()
-        method(run)
+        method(*arguments)
         self.seconds += time.perf_counter() - started
 
 
@@ -214,7 +217,7 @@ def images_row(data: Mnist, device: torch.device, log_dir: str) -> Row:
     return Row(
         "TensorBoard images (one drawing)",
         None,
-        lambda: timed(lambda: log.images(1, 1, network, data.test), device),
+        lambda: timed(lambda: (log.images(1, 1, network, data.test), log.wait()), device),
         len(data.test),
     )
 
@@ -228,7 +231,9 @@ def histograms_row(data: Mnist, device: torch.device, log_dir: str) -> Row:
     return Row(
         "TensorBoard histograms (one set)",
         None,
-        lambda: timed(lambda: log.histograms(1, network, sample, "quadratic"), device),
+        lambda: timed(
+            lambda: (log.histograms(1, network, sample, "quadratic"), log.wait()), device
+        ),
         len(sample),
     )
 
