@@ -128,9 +128,13 @@ class TrainingLog:
         """Several scalars of one step, as one event (a third of the cost of add_scalar's one
         event each, most of which is handing the event to the writer's thread)."""
         from tensorboard.compat.proto.summary_pb2 import Summary
-        from torch.utils.tensorboard.summary import scalar
 
-        summary = Summary(value=[scalar(tag, value).value[0] for tag, value in values.items()])
+        summary = Summary(
+            value=[
+                Summary.Value(tag=tag, simple_value=float(value))  # as add_scalar writes one
+                for tag, value in values.items()
+            ]
+        )
         self.writer.file_writer.add_summary(summary, step)
 
     def batch(
