@@ -231,11 +231,11 @@ class Steps(Callback):
         self.seen.append((run.step, float(run.batch_cost), float(run.gradient_norm())))
 
 
-def test_a_calls_steps_are_each_reported_with_their_own_cost_and_norm():
+def run_after_step_seven(callbacks):
+    """A Run on the CPU, 7 steps taken, nothing written, with these step callbacks."""
     settings, options = split(runs_dir=None, log_every=4)
     network = Network(settings.layer_sizes)
-    steps = Steps()
-    run = Run(
+    return Run(
         settings,
         options,
         network,
@@ -244,9 +244,14 @@ def test_a_calls_steps_are_each_reported_with_their_own_cost_and_norm():
         torch.device("cpu"),
         None,
         RunGuard(settings, options.log_every, torch.device("cpu"), None),
-        [steps],
+        callbacks,
         step=7,
     )
+
+
+def test_a_calls_steps_are_each_reported_with_their_own_cost_and_norm():
+    steps = Steps()
+    run = run_after_step_seven([steps])
     assert not run.finish_steps(torch.tensor([0.5, 0.4, 0.3]), torch.tensor([2.0, 1.0, 3.0]))
     assert steps.seen == [
         (8, 0.5, 2.0),
@@ -266,21 +271,8 @@ class EverySecondStep(Steps):
 
 
 def test_a_callback_can_take_a_calls_steps_at_once_and_replay_some_of_them():
-    settings, options = split(runs_dir=None, log_every=4)
-    network = Network(settings.layer_sizes)
     some, every = EverySecondStep(), Steps()
-    run = Run(
-        settings,
-        options,
-        network,
-        sgd(settings)(network),
-        synthetic_mnist(),
-        torch.device("cpu"),
-        None,
-        RunGuard(settings, options.log_every, torch.device("cpu"), None),
-        [some, every],
-        step=7,
-    )
+    run = run_after_step_seven([some, every])
     costs, norms = torch.tensor([0.5, 0.4, 0.3, 0.2]), torch.tensor([2.0, 1.0, 3.0, 4.0])
     run.finish_steps(costs, norms)
     assert some.calls == [(range(8, 12), 11)]  # the call's steps, run at its last
