@@ -14,7 +14,6 @@ from PIL import Image
 from tensorboard import default, program
 from tensorboard.backend import application
 from tensorboard.backend.event_processing.data_ingester import LocalDataIngester
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from werkzeug.test import Client
 
 from gd_torch import train
@@ -37,7 +36,7 @@ from gd_torch.dashboard.tensorboard import (
 )
 from gd_torch.tools.sweep import sweep
 from tests.configs import split
-from tests.events import scalars
+from tests.events import images, scalars
 from tests.fakes import synthetic_mnist, write_mnist_files
 
 SEEDS, RATES = (3, 4), (1.0, 2.5)
@@ -349,16 +348,12 @@ def test_the_logs_drawings_are_made_in_the_background_from_the_weights_when_aske
     with torch.no_grad():
         network.layers[0].weight.zero_()  # the next steps, while the drawing is made
     log.close()
-    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
-    events.Reload()
-    (logged,) = events.Images("images/first_layer_weights")
+    (logged,) = images(tmp_path)
     drawn = Image.open(io.BytesIO(logged.encoded_image_string)).convert("RGB")
     expected = TrainingLog(tmp_path / "again")
     expected.figure("expected", weight_tiles(asked, "first-layer weights, after epoch 1", True), 5)
     expected.close()
-    again = EventAccumulator(str(tmp_path / "again"), size_guidance={"images": 0})
-    again.Reload()
-    (reference,) = again.Images("expected")
+    (reference,) = images(tmp_path / "again", "expected")
     assert logged.step == 5
     assert np.array_equal(
         np.asarray(drawn),

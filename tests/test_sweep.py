@@ -3,6 +3,7 @@ import dataclasses
 import io
 import math
 import statistics
+import threading
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, StackedSGD, 
 from gd_torch.core.trajectory import FILE_NAME, Trajectory
 from gd_torch.tools import sweep as sweep_module
 from gd_torch.tools.sweep import FINAL_METRICS, sweep, sweep_settings
+from tests.events import images as tensorboard_images
 from tests.events import scalars
 from tests.fakes import synthetic_mnist
 
@@ -301,6 +303,30 @@ def test_sweep_settings_vary_only_seed_and_rate():
     assert {(c.hidden_sizes, c.batch_size) for c in configs} == {((8,), 3)}
     with pytest.raises(GdTorchError):
         sweep_settings(base, [])
+
+
+def test_a_sweeps_copies_draw_on_one_thread_which_ends_with_the_sweep(tmp_path, monkeypatch):
+    made = []
+
+    def counted(name):
+        made.append(sweep_module.drawing_thread.__wrapped__(name))
+        return made[-1]
+
+    counted.__wrapped__ = sweep_module.drawing_thread
+    monkeypatch.setattr(sweep_module, "drawing_thread", counted)
+    result = sweep(
+        TrainingSettings(epochs=1),
+        RunOptions(runs_dir=str(tmp_path), image_every=1, log_every=20),
+        [0, 1],
+        [1.0, 3.0],
+        data=synthetic_mnist(600, 200),
+        out=io.StringIO(),
+    )
+    assert len(made) == 1  # four copies, one thread
+    assert not any(thread.name.startswith("sweep logs") for thread in threading.enumerate())
+    for row in csv.DictReader((result.sweep_dir / "summary.csv").open()):
+        images = tensorboard_images(result.sweep_dir / row["run_dir"])
+        assert [event.step for event in images] == [0, 60]  # step 0 and epoch 1's, each copy's
 
 
 @pytest.mark.parametrize("compile", [None, True])

@@ -95,18 +95,32 @@ def step_zero_metrics(network: Network, data: Mnist, cost: str) -> dict[str, flo
     return measure(lambda split: [evaluate(network, split, cost)], data)[0]
 
 
+def drawing_thread(name: str) -> ThreadPoolExecutor:
+    """One worker thread, for ``TrainingLog``'s histograms and images (in the order handed)."""
+    return ThreadPoolExecutor(1, thread_name_prefix=name)
+
+
 class TrainingLog:
     """A run's TensorBoard event file. Scalars are written at once; histograms and images are
     made on the log's own thread (``in_background``), in the order asked for, from copies taken
     by the caller, so that a caller's next SGD steps (which release Python's lock) run beside
-    them. ``wait`` waits for that thread; ``close`` waits, then closes the file."""
+    them. ``wait`` waits for that thread; ``close`` waits, then closes the file.
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None):
+    ``thread``: a one-worker executor that several logs share (a sweep's copies: one thread, not
+    one per copy), which its owner shuts down; by default the log makes its own."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        purge_step: int | None = None,
+        thread: ThreadPoolExecutor | None = None,
+    ):
         from torch.utils.tensorboard import SummaryWriter  # a second to import: only when logging
 
         self.run_dir = Path(run_dir)
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"TrainingLog {self.run_dir.name}")
+        self._own_thread = thread is None
+        self._thread = thread or drawing_thread(f"TrainingLog {self.run_dir.name}")
         self._handed_over: list[Future] = []
 
     def in_background(self, work: Callable[[], object]) -> None:
@@ -287,7 +301,8 @@ class TrainingLog:
         try:
             self.wait()
         finally:
-            self._thread.shutdown()
+            if self._own_thread:
+                self._thread.shutdown()
             self.writer.close()
 
 

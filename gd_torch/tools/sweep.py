@@ -64,7 +64,12 @@ from gd_torch.core.stacked import (
 )
 from gd_torch.core.trajectory import FILE_NAME, start_trajectory
 from gd_torch.core.weight_space import point_of
-from gd_torch.dashboard.tensorboard import TrainingLog, start_group, view_command
+from gd_torch.dashboard.tensorboard import (
+    TrainingLog,
+    drawing_thread,
+    start_group,
+    view_command,
+)
 from gd_torch.tools import shards
 
 FINAL_METRICS = ("test_accuracy", "best_test_accuracy", "test_cost", "train_cost")
@@ -499,8 +504,11 @@ def train_stacked(
     best_by = "test_accuracy" if data.validation is None else "validation_accuracy"
     copy_options = dataclasses.replace(options, runs_dir=str(run_dirs[0].parent), run_name="")
 
+    drawing = drawing_thread("sweep logs")  # the copies' drawings and histograms, one thread
     logs = [
-        TrainingLog(run_dir, purge_step=step + 1 if any(run_dir.glob("events.*")) else None)
+        TrainingLog(
+            run_dir, purge_step=step + 1 if any(run_dir.glob("events.*")) else None, thread=drawing
+        )
         for run_dir in run_dirs
     ]  # in a directory used before, what was logged after the checkpoint is dropped
     trajectories = [
@@ -703,10 +711,12 @@ def train_stacked(
             if k not in diverged:
                 log.final(step, network, data.test)
             log.session_end("diverged" if k in diverged else "finished")
-    finally:
-        for log in logs:
-            log.close()
-        locks.close()
+    finally:  # every log closed, and the locks let go, even after one of them fails
+        with contextlib.ExitStack() as closing:
+            closing.callback(locks.close)
+            closing.callback(drawing.shutdown)
+            for log in logs:
+                closing.callback(log.close)
     return [
         payload(run_dir, history, network.cpu().state_dict(), diverged.get(k))
         for k, (run_dir, history, network) in enumerate(zip(run_dirs, histories, networks))
