@@ -143,7 +143,7 @@ def choose_by_settings(
 ) -> tuple[bool, str]:
     """``choose`` for an SGD that the fast path implements, from the settings and the ``steps``
     left: what a run knows before its optimizer is made."""
-    path = "native" if native.takes(settings.engine, settings.torch_dtype, device) else "inductor"
+    path = steps_path(settings, device)
     name = PATH_NAMES[path]
     if options.compile:
         return True, f"{name} (--compile)"
@@ -171,7 +171,7 @@ def build_ahead(
     another core while the run makes its optimizer and starts TensorBoard."""
     plain = not settings.momentum and distributed.world_size() == 1  # as ``choose`` requires
     fast, _ = choose_by_settings(settings, options, device, steps)
-    if plain and fast and native.takes(settings.engine, settings.torch_dtype, device):
+    if plain and fast and steps_path(settings, device) == "native":
         native.build_ahead()
 
 
@@ -181,7 +181,12 @@ PATH_NAMES = {"native": "native C++ steps", "inductor": "compiled by Inductor"} 
 def fast_path(run: Run) -> str:
     """Which steps the fast path takes: ``native`` (gd_torch.core.native) for the manual engine
     on the CPU in float32 or float64, else ``inductor`` (this file's compiled loop)."""
-    takes = native.takes(run.settings.engine, run.settings.torch_dtype, run.device)
+    return steps_path(run.settings, run.device)
+
+
+def steps_path(settings: TrainingSettings, device: torch.device) -> str:
+    """``fast_path`` from the settings and the device alone."""
+    takes = native.takes(settings.engine, settings.torch_dtype, device)
     return "native" if takes else "inductor"
 
 

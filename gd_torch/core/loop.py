@@ -287,9 +287,9 @@ def _train(
             settings.layer_sizes, settings.torch_dtype, device, settings.batch_size
         )
     data = prepare_data(settings, options, device, data)
+    batches_per_epoch = -(-len(data.train) // settings.batch_size)
     epochs_left = settings.epochs - (checkpoint["epoch"] if checkpoint else 0)
-    steps_left = epochs_left * math.ceil(len(data.train) / settings.batch_size)
-    compiled.build_ahead(settings, options, device, steps_left)
+    compiled.build_ahead(settings, options, device, epochs_left * batches_per_epoch)
     init_generator, order_generator = seeded_generators(settings.seed)
     if network is None:
         network = Network(settings.layer_sizes, settings.init, init_generator, settings.torch_dtype)
@@ -302,7 +302,6 @@ def _train(
     compute_gradients = ENGINES[settings.engine]
     if distributed.world_size() > 1:  # each rank takes its shard; ∇C is all-reduced
         compute_gradients = distributed.data_parallel(compute_gradients)
-    batches_per_epoch = -(-len(data.train) // settings.batch_size)
     done = (
         restore(checkpoint, network, optimizer, order_generator, batches_per_epoch)
         if checkpoint

@@ -126,10 +126,12 @@ class TrainingLog:
     def in_background(self, work: Callable[[], object]) -> None:
         """Run ``work`` on the log's thread, after all handed over before it. Its failure is
         raised by the next hand-over, ``wait`` or ``close``."""
-        done = [work for work in self._handed_over if work.done()]
-        self._handed_over = [work for work in self._handed_over if not work.done()]
-        for finished in done:
-            finished.result()  # raises the failure
+        finished, running = [], []
+        for handed in self._handed_over:  # each asked once: one that ends now is not lost
+            (finished if handed.done() else running).append(handed)
+        self._handed_over = running
+        for handed in finished:
+            handed.result()  # raises its failure
         self._handed_over.append(self._thread.submit(work))
 
     def wait(self) -> None:
