@@ -17,7 +17,6 @@ from tensorboard.backend.event_processing.data_ingester import LocalDataIngester
 from werkzeug.test import Client
 
 from gd_torch import train
-from gd_torch.analysis.figures import weight_tiles
 from gd_torch.analysis.report import analyze
 from gd_torch.core.data import Split
 from gd_torch.core.evaluate import evaluate
@@ -26,6 +25,7 @@ from gd_torch.core.model import Network
 from gd_torch.core.naming import group_labels, label, single_run_names
 from gd_torch.core.settings import RunOptions, TrainingSettings
 from gd_torch.dashboard import projector
+from gd_torch.dashboard.cards import weight_tiles
 from gd_torch.dashboard.tensorboard import (
     GRADIENT_SAMPLE,
     MOST_HISTOGRAMS,
@@ -351,7 +351,7 @@ def test_the_logs_drawings_are_made_in_the_background_from_the_weights_when_aske
     (logged,) = images(tmp_path)
     drawn = Image.open(io.BytesIO(logged.encoded_image_string)).convert("RGB")
     expected = TrainingLog(tmp_path / "again")
-    expected.figure("expected", weight_tiles(asked, "first-layer weights, after epoch 1", True), 5)
+    expected.image("expected", weight_tiles(asked, "first-layer weights, after epoch 1", True), 5)
     expected.close()
     (reference,) = images(tmp_path / "again", "expected")
     assert logged.step == 5

@@ -1,7 +1,7 @@
 """The figures of gradient descent itself: the cost surface and the path down it, the line from
 the start to the end, the drunk man and the careful man, how good a mini-batch gradient is, and
 one example's nudges. Object API on an Agg canvas, sizes in ``figures.SIZES``; nudges in the
-lesson's colours (``figures.signed_rgb``: green up, red down)."""
+lesson's colours (``mosaic.signed_rgb``: green up, red down)."""
 
 import math
 
@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from torch import Tensor
 
-from gd_torch.analysis import figures
+from gd_torch.analysis import figures, mosaic
 from gd_torch.analysis.gradient_quality import GradientQuality
 from gd_torch.analysis.nudges import Nudges
 from gd_torch.analysis.surface import Surface
@@ -257,10 +257,7 @@ def _first_layer(ax, weights: Tensor, label: str) -> None:
     values = weights.detach().double().cpu().numpy()
     scale = np.abs(values).max()
     columns = math.ceil(math.sqrt(len(values)))
-    mosaic = figures.tile(values.reshape(-1, figures.TILE, figures.TILE), columns)
-    rgb = figures.signed_rgb(np.nan_to_num(mosaic), scale)
-    rgb[np.isnan(mosaic)] = 0.35  # grey gaps between the neurons, so that black reads as 0
-    ax.imshow(rgb, interpolation="nearest")
+    ax.imshow(mosaic.signed_tiles(values, scale, columns), interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{label}: −∂C/∂W¹, each neuron (full brightness ±{scale:.2g})", fontsize=8)
 
@@ -281,9 +278,11 @@ def nudges(
     )
     for column, (shown, heading) in enumerate(zip(images, columns)):
         ax = grid[0][column]
-        digits = shown.cpu().double().numpy().reshape(-1, figures.TILE, figures.TILE)
-        mosaic = figures.tile(digits, math.ceil(math.sqrt(len(digits))), gap_value=0.35)
-        ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        digits = shown.cpu().double().numpy().reshape(-1, mosaic.TILE, mosaic.TILE)
+        grid_of_digits = mosaic.tile(
+            digits, math.ceil(math.sqrt(len(digits))), gap_value=mosaic.GAP_GREY
+        )
+        ax.imshow(grid_of_digits, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(heading, fontsize=10)
         for row, (label, per_column) in enumerate(rows.items()):

@@ -1,8 +1,8 @@
 """The figures of ``gd-torch analyze``, drawn with matplotlib's object API (Agg canvas, no
 pyplot state).
 
-Weights and gradients are coloured as in the lesson: positive green, negative red, zero
-black, on a scale symmetric about zero so that equal magnitudes look equally bright.
+Weights and gradients are coloured as in the lesson (gd_torch.analysis.mosaic): positive green,
+negative red, zero black, on a scale symmetric about zero.
 Every figure has a fixed size in inches (``SIZES``) at ``DPI`` dots per inch.
 """
 
@@ -13,6 +13,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from gd_torch.analysis.mosaic import TILE, signed_tiles
 from gd_torch.analysis.outputs import Answers
 from gd_torch.core.cost import NUM_CLASSES
 
@@ -32,37 +33,10 @@ SIZES = {  # (width, height) in inches; the PNG is DPI times that in pixels
     "gradient_quality": (12, 8),
     "nudges": (13, 16),
 }
-TILE = 28  # an input image is TILE x TILE pixels
-# TensorBoard's Time Series cards scale each image to fit a box about 1.8 times as wide as it is
-# tall (375 x 210 pixels at their default width): the dashboard's figures have that shape, and
-# text large enough to read at that size.
-CARD_ASPECT = 1.8
-CARD_SIZE = (7.2, 4.0)  # inches: 720 x 400 pixels at DPI, shown at about half that
-CARD_FONT = 16  # points: 22 pixels, 1/18 of the card's height, about 10 pixels when shown
 
 
 def _figure(name: str) -> Figure:
     return Figure(figsize=SIZES[name], dpi=DPI, layout="constrained")
-
-
-def signed_rgb(values: np.ndarray, scale: float) -> np.ndarray:
-    """Green for v > 0, red for v < 0, black for 0, brightness |v| / scale (clipped to 1);
-    (..., 3)."""
-    level = np.clip(values / scale, -1, 1) if scale > 0 else np.zeros_like(values)
-    return np.stack([np.clip(-level, 0, 1), np.clip(level, 0, 1), np.zeros_like(level)], axis=-1)
-
-
-def tile(images: np.ndarray, columns: int, gap_value: float = np.nan) -> np.ndarray:
-    """(n, 28, 28) -> one (rows·29 − 1, columns·29 − 1) mosaic, row-major, 1-pixel gaps of
-    ``gap_value``."""
-    rows = math.ceil(len(images) / columns)
-    mosaic = np.full((rows * (TILE + 1) - 1, columns * (TILE + 1) - 1), gap_value)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        mosaic[r * (TILE + 1) : r * (TILE + 1) + TILE, c * (TILE + 1) : c * (TILE + 1) + TILE] = (
-            image
-        )
-    return mosaic
 
 
 def neuron_images(name: str, title: str, panels: dict[str, Tensor]) -> Figure:
@@ -75,10 +49,8 @@ def neuron_images(name: str, title: str, panels: dict[str, Tensor]) -> Figure:
     ):
         values = values.detach().cpu().double().numpy()
         scale = np.abs(values).max()
-        mosaic = tile(values.reshape(-1, TILE, TILE), columns=math.ceil(math.sqrt(len(values))))
-        rgb = signed_rgb(np.nan_to_num(mosaic), scale)
-        rgb[np.isnan(mosaic)] = 0.35  # grey gaps between neurons, so black reads as zero
-        ax.imshow(rgb, interpolation="nearest")
+        columns = math.ceil(math.sqrt(len(values)))
+        ax.imshow(signed_tiles(values, scale, columns), interpolation="nearest")
         ax.set_title(f"{label}\ngreen +, red −, black 0; full brightness at ±{scale:.3g}")
         ax.set_axis_off()
     return figure
@@ -212,91 +184,6 @@ def confusion_matrix(confusion: Tensor) -> Figure:
         f"Confusion matrix on {counts.sum():,} test digits: "
         f"{100 * np.trace(counts) / counts.sum():.2f}% right"
     )
-    return figure
-
-
-def weight_tiles(weights: Tensor, title: str, per_neuron: bool, zoom: int = 4) -> Figure:
-    """Each row of ``weights`` (n, 784) as a 28x28 tile, green +, red −, black 0, the tiles laid
-    out to fill a TensorBoard card (columns ≈ √(1.8 n)), each weight ``zoom`` x ``zoom`` pixels.
-
-    ``per_neuron``: each tile at full brightness at its own largest |w|, so that every neuron's
-    pattern shows; otherwise one scale for all, the largest |w| of the layer, which shows which
-    neurons have the large weights. The title says which.
-    """
-    values = weights.detach().cpu().double().numpy()
-    largest = np.abs(values).max(axis=1, keepdims=True)  # (n, 1)
-    scale = largest if per_neuron else np.full_like(largest, largest.max())
-    columns = math.ceil(math.sqrt(CARD_ASPECT * len(values)))
-    mosaic = tile((values / np.maximum(scale, 1e-300)).reshape(-1, TILE, TILE), columns)
-    rgb = signed_rgb(np.nan_to_num(mosaic), 1.0)
-    rgb[np.isnan(mosaic)] = 0.35  # grey gaps between neurons, so black reads as zero
-    pixels = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
-    line = 6 * zoom  # pixels of title text per line: readable when the card halves the image
-    title_height = 4 * line
-    height, width = pixels.shape[0] + title_height, pixels.shape[1]
-    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-    figure.figimage(pixels, xo=0, yo=0, origin="upper")  # one image pixel per screen pixel
-    how = (
-        "each neuron at its own largest |w|"
-        if per_neuron
-        else f"one scale: full at |w| = {largest.max():.3g}"
-    )
-    text = f"{title}\ngreen +, red −, black 0; {how}"
-    fits = width / (0.6 * max(map(len, text.splitlines())))  # a character is about 0.6 em wide
-    figure.text(
-        0.5,
-        1 - title_height / 2 / height,
-        text,
-        ha="center",
-        va="center",
-        fontsize=min(line, fits) * 72 / DPI,
-        linespacing=1.4,
-    )
-    return figure
-
-
-def confusion_card(confusion: Tensor, title: str) -> Figure:
-    """The confusion matrix as it reads in a TensorBoard card: row t, column p is the share of
-    the true digit t answered p, in percent; green on the diagonal (right), red off it (wrong,
-    full red at the largest mistake), and beside it the accuracy and the five commonest
-    mistakes."""
-    counts = confusion.numpy().astype(np.int64)
-    per_digit = counts.sum(axis=1, keepdims=True)
-    shares = 100 * counts / np.maximum(per_digit, 1)
-    right = np.eye(NUM_CLASSES, dtype=bool)
-    worst = max(shares[~right].max(), 1e-9)
-    level = np.where(right, shares / 100, shares / worst)
-    rgb = np.ones((*shares.shape, 3))
-    rgb[right] -= level[right, None] * np.array([0.6, 0.15, 0.6])  # white to green
-    rgb[~right] -= level[~right, None] * np.array([0.1, 0.7, 0.7])  # white to red
-    figure = Figure(figsize=CARD_SIZE, dpi=DPI, layout="constrained")
-    matrix, notes = figure.subplots(1, 2, width_ratios=[1, 0.85])
-    matrix.imshow(rgb)
-    for (t, p), share in np.ndenumerate(shares):  # legible when the card is enlarged
-        if counts[t, p] and (t == p or share >= 1):
-            matrix.text(p, t, f"{share:.0f}", ha="center", va="center", fontsize=0.7 * CARD_FONT)
-    matrix.set_xticks(range(NUM_CLASSES))
-    matrix.set_yticks(range(NUM_CLASSES))
-    matrix.tick_params(labelsize=CARD_FONT, length=0, labeltop=True, labelbottom=False, pad=2)
-    matrix.set_ylabel("true digit", fontsize=0.8 * CARD_FONT)
-    mistakes = sorted(
-        (
-            (counts[t, p], t, p)
-            for t in range(NUM_CLASSES)
-            for p in range(NUM_CLASSES)
-            if t != p and counts[t, p]
-        ),
-        reverse=True,
-    )[:4]
-    lines = [
-        *title.split(", "),
-        f"{100 * np.trace(counts) / max(counts.sum(), 1):.1f}% of {counts.sum():,} right",
-        "rows: true, columns: answer",
-        "commonest mistakes:",
-        *(f" {t} read as {p}: {shares[t, p]:.1f}%" for _, t, p in mistakes),
-    ]
-    notes.set_axis_off()
-    notes.text(0, 1, "\n".join(lines), va="top", fontsize=CARD_FONT, linespacing=1.35)
     return figure
 
 

@@ -26,8 +26,9 @@ HISTOGRAMS and IMAGES tabs), so a resumed run's ``purge_step`` removes all of wh
 logged after its checkpoint; ``epoch/epoch`` maps steps to epochs.
 
 ``TrainingLog`` writes; ``TensorBoard`` is the callback that writes a run's log as it trains.
-A drawing or a set of histograms takes tens of milliseconds: the log makes them on a thread of
-its own, from copies of the weights taken when asked, while training goes on.
+A set of histograms takes tens of milliseconds, a set of images (gd_torch.dashboard.cards) a
+few, and both some more to encode: the log makes them on a thread of its own, from copies of the
+weights taken when asked, while training goes on.
 """
 
 import math
@@ -35,7 +36,6 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,11 +49,8 @@ from gd_torch.core.naming import single_run_names
 from gd_torch.core.run import Callback, Run
 from gd_torch.core.run_dir import default_run_name, library_versions
 from gd_torch.core.settings import RunOptions, TrainingSettings
-from gd_torch.dashboard import hparams, projector
+from gd_torch.dashboard import cards, hparams, projector
 from gd_torch.dashboard.text import run_texts, settings_table
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 GRADIENT_SAMPLE = 1_000  # the gradient histograms are of the cost over the first 1,000 digits
 MOST_HISTOGRAMS = 51  # per tag: TensorBoard's histogram views show no more (hard-coded)
@@ -215,31 +212,23 @@ class TrainingLog:
         confusion = Mistakes.of(outputs(network, test.images), test).confusion
 
         def draw() -> None:
-            from gd_torch.analysis import figures  # matplotlib is loaded only when images are drawn
-
             for tag, per_neuron in (
                 ("images/first_layer_weights", True),
                 ("images/first_layer_weights_one_scale", False),
             ):
                 title = f"first-layer weights, {when}"
-                self.figure(tag, figures.weight_tiles(weights, title, per_neuron), step)
-            self.figure(
+                self.image(tag, cards.weight_tiles(weights, title, per_neuron), step)
+            self.image(
                 "images/confusion_matrix",
-                figures.confusion_card(confusion, f"test digits, {when}"),
+                cards.confusion_card(confusion, f"test digits, {when}"),
                 step,
             )
 
         self.in_background(draw)
 
-    def figure(self, tag: str, figure: "Figure", step: int) -> None:
-        """A matplotlib figure as an image, rendered by its Agg canvas (``add_figure`` would
-        import pyplot, whose state is not for threads)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        canvas = FigureCanvasAgg(figure)
-        canvas.draw()
-        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
-        self.writer.add_image(tag, rgb, step, dataformats="HWC")
+    def image(self, tag: str, pixels: np.ndarray, step: int) -> None:
+        """An RGB picture, (height, width, 3) uint8 (gd_torch.dashboard.cards)."""
+        self.writer.add_image(tag, pixels, step, dataformats="HWC")
 
     def final(self, step: int, network: Network, test: Split) -> None:
         """After the last epoch: a PR curve per digit, and the last hidden layer's projector."""
