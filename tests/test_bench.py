@@ -187,3 +187,38 @@ def test_bench_times_each_compile_cold_and_cached_in_new_processes(fake_mnist_ro
         assert row["seconds"] == pytest.approx(row["first_call"] - row["steps"])
     table = end_to_end_table([row | {"floor_epochs": 1.0} for row in rows])
     assert table.splitlines()[-2].startswith("compile manual native, cold")
+
+
+def test_inductors_compile_rows_pay_its_machine_set_up_once_in_a_row_of_its_own(monkeypatch):
+    """Which processes the compile rows start, with which caches (no compile: their figures are
+    faked)."""
+    started = []
+
+    def new_process(arguments, cache_dir, temporary_dir=None):
+        started.append((arguments[1:], cache_dir, temporary_dir))
+        return 1.0, 1.0, '{"seconds": 2.0, "first_call": 3.0, "steps": 1.0}'
+
+    monkeypatch.setattr(bench_run, "new_process", new_process)
+    rows = bench_run.compile_rows("mnist", False, 1, [10, 100], lambda _: None)
+    assert [(row["name"], row["batch_size"]) for row in rows] == [
+        ("compile autograd inductor, new machine", 10),
+        *(
+            (f"compile {engine} {path}, {state}", batch_size)
+            for batch_size in (10, 100)
+            for engine, path in bench_run.COMPILED
+            for state in ("cold", "cached")
+        ),
+    ]
+    (new_machine, new_cache, machine), (set_up, inductor_cache, set_up_tmp), *rest = started
+    assert new_machine[:3] == ["autograd", "inductor", "10"] and set_up == ["inductor-set-up"]
+    assert set_up_tmp == machine and inductor_cache != new_cache
+    caches = {}
+    for (engine, path, batch, *_), cache, temporary_dir in rest:
+        caches.setdefault((engine, path, batch), []).append(cache)
+        # Inductor's rows: on the set-up machine, in the set-up cache; the native steps' alone
+        assert (cache, temporary_dir) == (
+            (inductor_cache, machine) if path == "inductor" else (cache, None)
+        )
+    native = [cold for (_, path, _), (cold, cached) in caches.items() if path == "native"]
+    assert all(len(both) == 2 and both[0] == both[1] for both in caches.values())  # cold, cached
+    assert len(set(native)) == 2 and not {new_cache, inductor_cache} & set(native)

@@ -28,7 +28,8 @@ difference between epochs with and without the log would drown in this machine's
 After the epochs, on the CPU, the figures of a run as a user lives it, each in new processes
 (gd_torch.tools.bench_run): the whole default ``gd-torch train``, first with an empty compile
 cache and again with the one it left, and the fast path's compile per engine and batch size,
-cold and cached; in seconds and in floor-epochs (seconds ÷ the floor's seconds per epoch).
+cold and cached (and Inductor's first compile on a new machine); in seconds and in floor-epochs
+(seconds ÷ the floor's seconds per epoch).
 """
 
 import json

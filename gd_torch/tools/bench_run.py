@@ -4,19 +4,24 @@ the epochs, in seconds and in floor-epochs: seconds ÷ the floor's seconds per e
     whole default run, first     ``gd-torch train`` with its defaults (60 epochs at batch 10, the
                                  fast path chosen automatically), from the command to its last
                                  line, evaluation, logging and checkpoints included, in a new
-                                 process with an empty compile cache: it pays every compile, and
-                                 Inductor's once-per-machine work too
+                                 process with an empty compile cache: it pays every compile
     whole default run, again     the same in a second new process, with the cache the first left:
                                  every later run of the same network and batch size
+    compile autograd inductor,   Inductor's first compile on a machine where it never ran: the
+    new machine                  compile below, and Inductor's once-per-machine work, which its
+                                 cache folder and $TMPDIR keep (a build of a small C++ file for
+                                 each vector instruction set it probes; the precompiled headers)
     compile <engine> <path>,     the fast path's first call of STEPS_PER_CALL steps less its
     batch B                      second call (so: the compile alone), in a new process, with an
-                                 empty cache (cold) and then with the cache it left (cached),
-                                 for each of its steps: the native steps (the manual engine's
-                                 on the CPU; their build serves every batch size) and Inductor's
+                                 empty cache (cold: the first run of this engine and batch size)
+                                 and then with the cache it left (cached), for each of its steps:
+                                 the native steps (the manual engine's on the CPU; their build
+                                 serves every batch size) and Inductor's; Inductor's on a machine
+                                 where it ran before (the set-up above done)
 
-Each figure takes a new temporary TORCHINDUCTOR_CACHE_DIR and GD_TORCH_CACHE, so that what the
-user's own caches hold cannot make it look faster than a first run.
-"""
+Each figure takes a new temporary TORCHINDUCTOR_CACHE_DIR and GD_TORCH_CACHE (and $TMPDIR where
+the row says "new machine"), so that what the user's own caches hold cannot make it look faster
+than it is."""
 
 import json
 import os
@@ -46,11 +51,16 @@ COMPILED = (("manual", "native"), ("manual", "inductor"), ("autograd", "inductor
 FINAL_LINE = re.compile(r"final test accuracy (\d+\.\d+)%")
 
 
-def new_process(arguments: list[str], cache_dir: str) -> tuple[float, float, str]:
+def new_process(
+    arguments: list[str], cache_dir: str, temporary_dir: str | None = None
+) -> tuple[float, float, str]:
     """(seconds from the start of ``python -m <arguments>`` to its end, the CPU seconds it and
-    the processes it waited for took, what it printed). The CPU seconds are what a busy machine
-    inflates least."""
+    the processes it waited for took, what it printed), with its caches in ``cache_dir`` (and
+    its temporary files in ``temporary_dir``, where given). The CPU seconds are what a busy
+    machine inflates least."""
     environment = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache_dir, "GD_TORCH_CACHE": cache_dir}
+    if temporary_dir is not None:  # where Inductor keeps its precompiled headers
+        environment["TMPDIR"] = temporary_dir
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     finished = subprocess.run(
@@ -107,28 +117,38 @@ def whole_runs(data_root: str, download: bool, threads: int, progress) -> list[d
 def compile_rows(
     data_root: str, download: bool, threads: int, batch_sizes: list[int], progress
 ) -> list[dict]:
-    """For each engine and batch size: the fast path's compile, cold and then cached."""
+    """For each engine and batch size: the fast path's compile, cold and then cached; first,
+    when Inductor's steps are among them, its first compile on a new machine."""
     rows = []
-    for batch_size in batch_sizes:
-        for engine, path in COMPILED:
-            with tempfile.TemporaryDirectory() as cache_dir:
-                for cache in ("cold", "cached"):
-                    name = f"compile {engine} {path}, {cache}"
-                    progress(f"{name}, batch {batch_size} (a new process)")
-                    *_, printed = new_process(
-                        [
-                            "gd_torch.tools.bench_run",
-                            engine,
-                            path,
-                            str(batch_size),
-                            data_root,
-                            str(download),
-                            str(threads),
-                        ],
-                        cache_dir,
-                    )
-                    measured = json.loads(printed.splitlines()[-1])
-                    rows.append({"name": name, "batch_size": batch_size} | measured)
+    inductor = [(engine, path) for engine, path in COMPILED if path == "inductor"]
+    with (
+        tempfile.TemporaryDirectory() as machine,  # $TMPDIR of a machine new to Inductor
+        tempfile.TemporaryDirectory() as inductor_cache,  # its cache, once set up
+    ):
+
+        def compile_row(name: str, batch_size: int, engine: str, path: str, cache: str) -> dict:
+            progress(f"{name}, batch {batch_size} (a new process)")
+            arguments = [engine, path, str(batch_size), data_root, str(download), str(threads)]
+            temporary_dir = machine if path == "inductor" else None
+            *_, printed = new_process(
+                ["gd_torch.tools.bench_run", *arguments], cache, temporary_dir
+            )
+            return {"name": name, "batch_size": batch_size} | json.loads(printed.splitlines()[-1])
+
+        if inductor:
+            engine, path = inductor[-1]
+            with tempfile.TemporaryDirectory() as new_cache:
+                name = f"compile {engine} {path}, new machine"
+                rows.append(compile_row(name, batch_sizes[0], engine, path, new_cache))
+            progress("Inductor's set-up in the cache of the rows below (a new process)")
+            new_process(["gd_torch.tools.bench_run", "inductor-set-up"], inductor_cache, machine)
+        for batch_size in batch_sizes:
+            for engine, path in COMPILED:
+                with tempfile.TemporaryDirectory() as new_cache:
+                    cache = inductor_cache if path == "inductor" else new_cache
+                    for state in ("cold", "cached"):
+                        name = f"compile {engine} {path}, {state}"
+                        rows.append(compile_row(name, batch_size, engine, path, cache))
     return rows
 
 
@@ -205,7 +225,18 @@ def first_call_seconds(
     return {"seconds": seconds[0] - seconds[1], "first_call": seconds[0], "steps": seconds[1]}
 
 
+def inductor_set_up() -> None:
+    """Inductor's once-per-machine work that its cache folder keeps: it probes which vector
+    instructions the processor has, by building a small C++ file for each set."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    pick_vec_isa()
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["inductor-set-up"]:
+        inductor_set_up()
+        sys.exit()
     engine, path, batch_size, data_root, download, threads = sys.argv[1:]
     torch.set_num_threads(int(threads))
     print(
