@@ -26,6 +26,7 @@ from gd_torch.core.naming import group_labels, label, single_run_names
 from gd_torch.core.settings import RunOptions, TrainingSettings
 from gd_torch.dashboard import projector
 from gd_torch.dashboard.cards import weight_tiles
+from gd_torch.dashboard.projector import sprite as sprite_sheet
 from gd_torch.dashboard.tensorboard import (
     GRADIENT_SAMPLE,
     MOST_HISTOGRAMS,
@@ -238,6 +239,24 @@ def test_the_projector_has_its_config_sprite_and_labels(swept, data):
     rows = get(client, "projector/metadata", run=name, name=title).decode().splitlines()
     assert rows[0] == "label\tpredicted\tright"
     assert [int(row.split("\t")[0]) for row in rows[1:]] == data.test.labels.tolist()
+
+
+def test_the_same_digits_sprite_is_encoded_once_and_written_for_every_run(
+    tmp_path, data, monkeypatch
+):
+    drawn = []
+    monkeypatch.setattr(projector, "_encoded", {})  # none from the tests before
+    monkeypatch.setattr(projector, "sprite", lambda images: drawn.append(1) or sprite_sheet(images))
+    network = Network()
+    first, second = (
+        projector.embed(tmp_path / run, "end", "end", network, data.test) for run in ("a", "b")
+    )
+    sprites = [(tmp_path / run / "projector" / "end" / "sprite.png").read_bytes() for run in "ab"]
+    assert first == second and sprites[0] == sprites[1] and len(drawn) == 1
+    other = Split(data.test.images.flip(0), data.test.labels.flip(0))
+    projector.embed(tmp_path / "c", "end", "end", network, other)
+    assert len(drawn) == 2  # other digits: their own sprite
+    assert (tmp_path / "c" / "projector" / "end" / "sprite.png").read_bytes() != sprites[0]
 
 
 def test_the_text_tab_holds_the_settings_options_and_versions(swept, single):
