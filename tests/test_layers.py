@@ -74,7 +74,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 
 def test_the_graph_sees_imports_inside_functions():
     assert (
-        "gd_torch.analysis.figures" in GRAPH["gd_torch.dashboard.tensorboard"]
+        "gd_torch.analysis.outputs" in GRAPH["gd_torch.dashboard.tensorboard"]
     )  # imported in TrainingLog.images
     assert GRAPH["gd_torch.core.loop"] >= {
         "gd_torch.core.compiled",
