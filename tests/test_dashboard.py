@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from PIL import Image
 from tensorboard import default, program
 from tensorboard.backend import application
 from tensorboard.backend.event_processing.data_ingester import LocalDataIngester
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
 from werkzeug.test import Client
 
 from gd_torch import train
@@ -357,6 +360,27 @@ def test_gradient_sample_leaves_the_networks_gradients_alone(data):
     )
     assert [p.grad for p in network.parameters()] == before
     assert [w.shape for w, _ in gradients] == [layer.weight.shape for layer in network.layers]
+
+
+def test_the_graph_is_the_one_add_graph_traces_from_the_network_itself(tmp_path):
+    network, example = Network(), torch.rand(1, 784)
+    log = TrainingLog(tmp_path / "ours")
+    log.graph(network, example)
+    log.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        writer = SummaryWriter(str(tmp_path / "direct"))
+        writer.add_graph(network, example)  # torch.jit.trace with its check
+        writer.close()
+
+    def graph_def(run_dir):
+        events = EventAccumulator(str(run_dir))
+        events.Reload()
+        return events.Graph()
+
+    ours = graph_def(tmp_path / "ours")
+    assert ours == graph_def(tmp_path / "direct")
+    assert {"aten::sigmoid", "aten::linear"} <= {node.op for node in ours.node}
 
 
 def test_the_logs_drawings_are_made_in_the_background_from_the_weights_when_asked(tmp_path, data):
