@@ -1,6 +1,7 @@
 """The native steps (gd_torch.core.native) take the manual twin's steps with torch.optim.SGD."""
 
 import os
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -250,6 +251,23 @@ def test_a_failed_build_says_the_compilers_first_line_and_leaves_nothing(tmp_pat
     finally:
         native.library.cache_clear()
     assert not os.listdir(tmp_path)
+
+
+def test_a_build_removes_what_killed_builds_left_and_not_a_build_in_progress(tmp_path, monkeypatch):
+    monkeypatch.setenv("GD_TORCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "FLAGS", ("-no-such-flag",))  # the build fails at once
+    dead, running = tmp_path / "dead.so.partial", tmp_path / "running.so.partial"
+    dead.touch()
+    running.touch()
+    long_ago = time.time() - native.BUILD_TIMEOUT - 60
+    os.utime(dead, (long_ago, long_ago))
+    native.library.cache_clear()
+    try:
+        with pytest.raises(native.NativeUnavailable):
+            native.library()
+    finally:
+        native.library.cache_clear()
+    assert os.listdir(tmp_path) == ["running.so.partial"]
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ and its flags, so that a changed source or compiler builds anew and a cached lib
 stale. ``NativeUnavailable`` says why it could not be built.
 """
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ FLAGS = (
 ) + (("-mprefer-vector-width=256",) if platform.machine().lower() in ("x86_64", "amd64") else ())
 TYPES = {torch.float32: "float", torch.float64: "double"}  # the library's <verb>_<type>
 VERBS = ("steps", "count_nonzero", "gather_nonzero", "evaluate")
+BUILD_TIMEOUT = 300  # seconds a build may take: a partial file older than that is a dead build's
 SCALARS = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 
 
@@ -147,19 +150,30 @@ def _build(compiler: str, built: Path) -> None:
     write their own file and rename it into place."""
     try:
         built.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_builds(built.parent)
         handle, partial = tempfile.mkstemp(dir=built.parent, suffix=".so.partial")
         os.close(handle)
     except OSError as failure:
         raise NativeUnavailable(f"cannot write to {built.parent}: {failure}") from failure
     command = [compiler, *FLAGS, "-shared", "-fPIC", str(SOURCE), "-o", partial]
     try:
-        finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
         if finished.returncode != 0:
             first_line = (finished.stderr.strip().splitlines() or ["no message"])[0]
             raise NativeUnavailable(f"{Path(compiler).name} failed: {first_line}")
         os.replace(partial, built)
     finally:
         Path(partial).unlink(missing_ok=True)
+
+
+def _remove_dead_builds(folder: Path) -> None:
+    """Remove the partial files of builds that cannot still be running: a process killed while
+    it built leaves its own behind. A build in progress is younger than BUILD_TIMEOUT."""
+    dead_before = time.time() - BUILD_TIMEOUT
+    for partial in folder.glob("*.so.partial"):
+        with contextlib.suppress(OSError):  # gone already: another process removed it
+            if partial.stat().st_mtime < dead_before:
+                partial.unlink()
 
 
 @dataclass(frozen=True)

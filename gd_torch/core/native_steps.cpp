@@ -39,6 +39,33 @@ struct Pixels {
     int64_t count;
 };
 
+// The length of a row of W^1 transposed (a pixel's weights side by side): n_first, padded to
+// whole vectors with zeros
+inline int64_t transposed_width(int64_t n_first) {
+    return (n_first + LANES - 1) / LANES * LANES;
+}
+
+// W^1 (n_first, n_pixels) into wt (n_pixels, width), the layout of first_weighted_inputs
+template <typename T>
+void transpose_first(const T* w, int64_t n_first, int64_t n_pixels, int64_t width, T* wt) {
+    for (int64_t j = 0; j < n_first; ++j)
+        for (int64_t m = 0; m < n_pixels; ++m) wt[m * width + j] = w[j * n_pixels + m];
+}
+
+// The inverse: wt (n_pixels, width) back into W^1's own layout (n_first, n_pixels)
+template <typename T>
+void untranspose_first(const T* wt, int64_t n_first, int64_t n_pixels, int64_t width, T* w) {
+    for (int64_t j = 0; j < n_first; ++j)
+        for (int64_t m = 0; m < n_pixels; ++m) w[j * n_pixels + m] = wt[m * width + j];
+}
+
+// The most neurons of any layer, input included: the length of one example's working rows
+inline int64_t widest_layer(int64_t layers, const int64_t* sizes) {
+    int64_t widest = 0;
+    for (int64_t l = 0; l <= layers; ++l) widest = sizes[l] > widest ? sizes[l] : widest;
+    return widest;
+}
+
 constexpr int64_t AHEAD = 8;  // examples ahead whose data are fetched from memory
 
 template <typename T>
@@ -230,9 +257,7 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
            int64_t start, int64_t stop, const T* learning_rates, T weight_decay,
            int64_t decay_biases, int64_t cross_entropy, T cost_scale, T* costs, T* norms) {
     const int64_t n_out = sizes[layers], n_pixels = sizes[0], n_first = sizes[1];
-    const int64_t width = (n_first + LANES - 1) / LANES * LANES;  // a row of W^1 transposed
-    int64_t widest = 0;
-    for (int64_t l = 0; l <= layers; ++l) widest = sizes[l] > widest ? sizes[l] : widest;
+    const int64_t width = transposed_width(n_first), widest = widest_layer(layers, sizes);
     Step<T> work;
     work.activations.resize(layers);
     for (int64_t l = 0; l < layers; ++l) work.activations[l].resize(batch * sizes[l + 1]);
@@ -246,9 +271,7 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
     for (int64_t k = 0; k < copies; ++k) {  // copies never mix: one after the other
         const T rate = learning_rates[k];
         T* first_w = weights[0] + k * n_first * n_pixels;
-        for (int64_t j = 0; j < n_first; ++j)  // W^1 transposed, for the length of the call
-            for (int64_t m = 0; m < n_pixels; ++m)
-                first_wt[m * width + j] = first_w[j * n_pixels + m];
+        transpose_first(first_w, n_first, n_pixels, width, first_wt.data());  // for the call
         for (int64_t s = start; s < stop; ++s) {
             const int64_t* examples = indices + k * copy_stride + s * batch;
             for (int64_t i = 0; i < batch; ++i) {
@@ -378,12 +401,10 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
             }
             norms[s * copies + k] = T(std::sqrt(squares));
         }
+        // W^1 and the last step's ∂C/∂W^1, back in place
+        untranspose_first(first_wt.data(), n_first, n_pixels, width, first_w);
         T* first_g = weight_gradients[0] + k * n_first * n_pixels;
-        for (int64_t j = 0; j < n_first; ++j)  // W^1 and the last step's ∂C/∂W^1, in place
-            for (int64_t m = 0; m < n_pixels; ++m) {
-                first_w[j * n_pixels + m] = first_wt[m * width + j];
-                first_g[j * n_pixels + m] = first_gt[m * width + j];
-            }
+        untranspose_first(first_gt.data(), n_first, n_pixels, width, first_g);
     }
 }
 
@@ -396,12 +417,9 @@ void evaluate(int64_t layers, const int64_t* sizes, T* const* weights, T* const*
               const T* targets, const int64_t* labels, int64_t count, int64_t cross_entropy,
               T cost_scale, double* total_cost, int64_t* correct) {
     const int64_t n_pixels = sizes[0], n_first = sizes[1], n_out = sizes[layers];
-    const int64_t width = (n_first + LANES - 1) / LANES * LANES;
-    int64_t widest = 0;
-    for (int64_t l = 0; l <= layers; ++l) widest = sizes[l] > widest ? sizes[l] : widest;
-    std::vector<T> wt(n_pixels * width), a(widest), z(widest);
-    for (int64_t j = 0; j < n_first; ++j)
-        for (int64_t m = 0; m < n_pixels; ++m) wt[m * width + j] = weights[0][j * n_pixels + m];
+    const int64_t width = transposed_width(n_first), widest = widest_layer(layers, sizes);
+    std::vector<T> wt(n_pixels * width), a(widest), z(widest);  // the padding stays 0
+    transpose_first(weights[0], n_first, n_pixels, width, wt.data());
     double total = 0;
     int64_t right = 0;
     for (int64_t e = 0; e < count; ++e) {
