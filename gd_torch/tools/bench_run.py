@@ -23,6 +23,7 @@ Each figure takes a new temporary TORCHINDUCTOR_CACHE_DIR and GD_TORCH_CACHE (an
 the row says "new machine"), so that what the user's own caches hold cannot make it look faster
 than it is."""
 
+import contextlib
 import json
 import os
 import re
@@ -144,8 +145,11 @@ def compile_rows(
             new_process(["gd_torch.tools.bench_run", "inductor-set-up"], inductor_cache, machine)
         for batch_size in batch_sizes:
             for engine, path in COMPILED:
-                with tempfile.TemporaryDirectory() as new_cache:
-                    cache = inductor_cache if path == "inductor" else new_cache
+                with (
+                    contextlib.nullcontext(inductor_cache)  # set up, shared by Inductor's rows
+                    if path == "inductor"
+                    else tempfile.TemporaryDirectory()  # a new one for each engine's native rows
+                ) as cache:
                     for state in ("cold", "cached"):
                         name = f"compile {engine} {path}, {state}"
                         rows.append(compile_row(name, batch_size, engine, path, cache))
