@@ -185,6 +185,19 @@ def test_native_evaluation_gives_evaluates_cost_and_accuracy(convention, dtype, 
     assert total_cost / 500 == pytest.approx(expected.cost, rel=tolerance)
 
 
+def test_native_evaluation_refuses_layers_that_do_not_fit_together():
+    images, targets = examples(20, torch.float32)
+    network = Network((784, 16, 10))
+    weights = [layer.weight.detach() for layer in network.layers]
+    biases = [layer.bias.detach() for layer in network.layers]
+    inputs, labels = native.nonzero_inputs(images), targets.argmax(dim=1)
+    with pytest.raises(ValueError, match=r"layer 2: weights \(10, 16\) and biases \(9,\)"):
+        native.evaluate(weights, [biases[0], biases[1][:9]], inputs, targets, labels, "quadratic")
+    narrow = [weights[0], weights[1][:, :15].contiguous()]
+    with pytest.raises(ValueError, match=r"layer 2: weights \(10, 15\) .* not \(10, 16\)"):
+        native.evaluate(narrow, biases, inputs, targets, labels, "quadratic")
+
+
 def test_without_bias_decay_only_the_weights_decay():
     images, targets = examples(40, torch.float64)
     network = Network((784, 8, 10), dtype=torch.float64)

@@ -347,6 +347,13 @@ def evaluate(
     ``gd_torch.core.evaluate.totals`` by the native steps' forward pass."""
     dtype = _computed_in(weights[0].dtype)
     sizes = [weights[0].shape[1], *(weight.shape[0] for weight in weights)]
+    for l, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+        expected = (sizes[l + 1], sizes[l]), (sizes[l + 1],)  # what the library reads
+        if (tuple(weight.shape), tuple(bias.shape)) != expected:
+            raise ValueError(
+                f"layer {l + 1}: weights {tuple(weight.shape)} and biases {tuple(bias.shape)}, "
+                f"not {expected[0]} and {expected[1]}"
+            )
     if inputs.pixels != sizes[0] or not len(inputs.starts) == len(targets) + 1 == len(labels) + 1:
         raise ValueError(
             f"inputs: {len(inputs.starts) - 1} examples of {inputs.pixels} pixels, for "
