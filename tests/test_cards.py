@@ -1,9 +1,14 @@
 """The dashboard's pictures (gd_torch.dashboard.cards): what their pixels show."""
 
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
 import numpy as np
 import torch
 
-from gd_torch.dashboard.cards import CARD_SIZE, confusion_card, weight_tiles
+from gd_torch.dashboard.cards import CARD_SIZE, confusion_card, font_file, weight_tiles
 
 ZOOM = 4
 TITLE_HEIGHT = 4 * 6 * ZOOM  # weight_tiles' two lines of title
@@ -69,3 +74,17 @@ def test_the_confusion_card_of_no_digits_draws():
     card = confusion_card(torch.zeros(10, 10, dtype=torch.int64), "test digits, untrained")
     assert card.shape == (CARD_SIZE[1], CARD_SIZE[0], 3)
     assert tuple(cell_corner(card, 3, 3)) == (255, 255, 255)
+
+
+def test_the_cards_write_in_matplotlibs_dejavu_sans_without_importing_matplotlib():
+    assert font_file() == Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    drawing = (
+        "import sys, torch; from gd_torch.dashboard import cards; "
+        "cards.weight_tiles(torch.randn(16, 784), 'after epoch 1', True); "
+        "cards.confusion_card(torch.eye(10, dtype=torch.int64), 'test digits'); "
+        "print('matplotlib' in sys.modules)"
+    )
+    drawn = subprocess.run(
+        [sys.executable, "-c", drawing], capture_output=True, text=True, check=True
+    )
+    assert drawn.stdout.strip() == "False"

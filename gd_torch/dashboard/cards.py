@@ -9,6 +9,8 @@ tall (375 x 210 pixels at their default width): the cards have that shape, and t
 enough to read at that size.
 """
 
+import functools
+import importlib.util
 import math
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from torch import Tensor
 
 from gd_torch.analysis.mosaic import signed_tiles
 from gd_torch.core.cost import NUM_CLASSES
+from gd_torch.core.errors import GdTorchError
 
 CARD_ASPECT = 1.8  # width / height of a Time Series card
 CARD_SIZE = (720, 400)  # pixels (width, height): shown at about half that
@@ -26,12 +29,21 @@ LINE_SPACING = 0.4  # of the font's size, between the lines of a text
 WHITE, BLACK, FRAME_GREY = (255, 255, 255), (0, 0, 0), (190, 190, 190)
 
 
+@functools.cache
+def font_file() -> Path:
+    """matplotlib's own DejaVu Sans (its ``get_data_path()``), found without importing
+    matplotlib, which takes 0.5-1.4 s (its settings, its colour maps) on the drawing thread of
+    a run that draws no figure."""
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise GdTorchError("matplotlib is not installed: its DejaVu Sans writes the cards' text")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return package / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
 def font(size: float) -> ImageFont.FreeTypeFont:
     """DejaVu Sans at ``size`` pixels (loaded per card: a font is not for two threads at once)."""
-    from matplotlib import get_data_path
-
-    path = Path(get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    return ImageFont.truetype(str(path), max(1, round(size)))
+    return ImageFont.truetype(str(font_file()), max(1, round(size)))
 
 
 def fitting_font(lines: list[str], width: float, size: float) -> ImageFont.FreeTypeFont:
