@@ -198,6 +198,37 @@ def test_native_evaluation_refuses_layers_that_do_not_fit_together():
         native.evaluate(narrow, biases, inputs, targets, labels, "quadratic")
 
 
+def test_native_steps_refuse_layers_or_gradients_that_do_not_fit_together():
+    images, targets = examples(20, torch.float32)
+    stacked = StackedNetworks([Network((784, 16, 10))])
+    order, rate = torch.randperm(20).view(1, -1), torch.tensor([1.0])
+    with torch.no_grad():
+        stacked.layers[1].bias = torch.nn.Parameter(stacked.layers[1].bias[:, :9].contiguous())
+    with pytest.raises(ValueError, match=r"layer 2: weights \(1, 10, 16\) and biases \(1, 9\)"):
+        native_steps(stacked, order, rate, Steps(images, targets, 10, 2))
+    weights = [layer.weight.detach() for layer in StackedNetworks([Network((784, 16, 10))]).layers]
+    biases = [torch.zeros(1, 16), torch.zeros(1, 10)]
+    costs = torch.zeros(2, 1)
+    with pytest.raises(ValueError, match="the gradients' shapes are not those"):
+        native.sgd_steps(
+            weights,
+            biases,
+            [torch.empty_like(weights[0]), torch.empty(1, 10, 15)],
+            [torch.empty_like(bias) for bias in biases],
+            native.nonzero_inputs(images),
+            targets,
+            order,
+            10,
+            0,
+            2,
+            rate,
+            0.0,
+            "quadratic",
+            costs,
+            costs.clone(),
+        )
+
+
 def test_without_bias_decay_only_the_weights_decay():
     images, targets = examples(40, torch.float64)
     network = Network((784, 8, 10), dtype=torch.float64)

@@ -166,6 +166,23 @@ def _build(compiler: str, built: Path) -> None:
         Path(partial).unlink(missing_ok=True)
 
 
+def _layer_sizes(
+    weights: Sequence[Tensor], biases: Sequence[Tensor], copies: tuple[int, ...] = ()
+) -> list[int]:
+    """[n_0, n_1, ..., n_L] of layers whose W^l are ``weights[l]`` (*copies, n_l, n_{l-1}) and
+    b^l ``biases[l]`` (*copies, n_l), refusing layers that do not fit together: the library
+    reads each tensor by these sizes."""
+    sizes = [weights[0].shape[-1], *(weight.shape[-2] for weight in weights)]
+    for l, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+        expected = (*copies, sizes[l + 1], sizes[l]), (*copies, sizes[l + 1])
+        if (tuple(weight.shape), tuple(bias.shape)) != expected:
+            raise ValueError(
+                f"layer {l + 1}: weights {tuple(weight.shape)} and biases {tuple(bias.shape)}, "
+                f"not {expected[0]} and {expected[1]}"
+            )
+    return sizes
+
+
 def _remove_dead_builds(folder: Path) -> None:
     """Remove the partial files of builds that cannot still be running: a process killed while
     it built leaves its own behind. A build in progress is younger than BUILD_TIMEOUT."""
@@ -281,7 +298,10 @@ def sgd_steps(
     """
     dtype = _computed_in(weights[0].dtype)  # the network's: everything else must match it
     copies, layers = weights[0].shape[0], len(weights)
-    sizes = [weights[0].shape[2], *(weight.shape[1] for weight in weights)]
+    sizes = _layer_sizes(weights, biases, (copies,))
+    gradients, parameters = (*weight_gradients, *bias_gradients), (*weights, *biases)
+    if [gradient.shape for gradient in gradients] != [parameter.shape for parameter in parameters]:
+        raise ValueError("the gradients' shapes are not those of the weights and biases")
     if indices.dtype != torch.int64 or indices.dim() != 2 or indices.shape[0] != copies:
         raise ValueError(f"indices: int64 (K = {copies}, M), not {indices.dtype} {indices.shape}")
     if stop * batch_size > indices.shape[1] or not 0 <= start <= stop:
@@ -346,14 +366,7 @@ def evaluate(
     ``biases[l]``, over the examples of ``inputs`` (their one-hot ``targets`` and ``labels``):
     ``gd_torch.core.evaluate.totals`` by the native steps' forward pass."""
     dtype = _computed_in(weights[0].dtype)
-    sizes = [weights[0].shape[1], *(weight.shape[0] for weight in weights)]
-    for l, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
-        expected = (sizes[l + 1], sizes[l]), (sizes[l + 1],)  # what the library reads
-        if (tuple(weight.shape), tuple(bias.shape)) != expected:
-            raise ValueError(
-                f"layer {l + 1}: weights {tuple(weight.shape)} and biases {tuple(bias.shape)}, "
-                f"not {expected[0]} and {expected[1]}"
-            )
+    sizes = _layer_sizes(weights, biases)
     if inputs.pixels != sizes[0] or not len(inputs.starts) == len(targets) + 1 == len(labels) + 1:
         raise ValueError(
             f"inputs: {len(inputs.starts) - 1} examples of {inputs.pixels} pixels, for "

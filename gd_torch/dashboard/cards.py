@@ -20,7 +20,6 @@ from torch import Tensor
 
 from gd_torch.analysis.mosaic import signed_tiles
 from gd_torch.core.cost import NUM_CLASSES
-from gd_torch.core.errors import GdTorchError
 
 CARD_ASPECT = 1.8  # width / height of a Time Series card
 CARD_SIZE = (720, 400)  # pixels (width, height): shown at about half that
@@ -34,11 +33,9 @@ def font_file() -> Path:
     """matplotlib's own DejaVu Sans (its ``get_data_path()``), found without importing
     matplotlib, which takes 0.5-1.4 s (its settings, its colour maps) on the drawing thread of
     a run that draws no figure."""
-    spec = importlib.util.find_spec("matplotlib")
-    if spec is None or not spec.submodule_search_locations:
-        raise GdTorchError("matplotlib is not installed: its DejaVu Sans writes the cards' text")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    return package / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    package = importlib.util.find_spec("matplotlib")  # a dependency of gd_torch
+    assert package is not None and package.origin is not None
+    return Path(package.origin).with_name("mpl-data") / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
 def font(size: float) -> ImageFont.FreeTypeFont:
