@@ -3,6 +3,8 @@ import dataclasses
 import io
 import math
 import statistics
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -219,6 +221,9 @@ def test_each_copy_equals_training_it_alone(engine, compile, tmp_path):
         )
         restored, restored_config = network_from_checkpoint(checkpoint)
         assert restored_config == config and checkpoint["step"] == 120
+        single = load_checkpoint(alone.run_dir / "last.pt")  # resumable as the single run is
+        assert checkpoint["optimizer"] == single["optimizer"]
+        assert checkpoint["optimizer_class"] == single["optimizer_class"] == "SGD"
         torch.testing.assert_close(
             restored.layers[0].weight, network.layers[0].weight, rtol=0, atol=0
         )
@@ -537,3 +542,19 @@ def test_compile_batches_only_the_copies_the_native_steps_can_take():
         unsupported(dataclasses.replace(asked, compile=None), TrainingSettings(engine="autograd"))
         == []
     )
+
+
+def test_a_sweep_does_not_import_the_compiler(fake_mnist_root, tmp_path):
+    """Its copies step with StackedSGD; their checkpoints' optimizer state is made without
+    torch.optim, whose first optimizer in a process imports torch._dynamo (seconds)."""
+    sweeping = (
+        "import sys; from gd_torch.cli import main; "
+        f"main(['sweep', '--data-root', {str(fake_mnist_root)!r}, '--no-download', '--runs-dir', "
+        f"{str(tmp_path / 'runs')!r}, '--num-seeds', '2', '--epochs', '1']); "
+        "print('torch._dynamo' in sys.modules)"
+    )
+    swept = subprocess.run(
+        [sys.executable, "-c", sweeping], capture_output=True, text=True, check=True
+    )
+    assert swept.stdout.strip().splitlines()[-1] == "False"
+    assert len(list((tmp_path / "runs").glob("*/s*/last.pt"))) == 2

@@ -58,7 +58,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def training_checkpoint(
     network: Network,
-    optimizer: torch.optim.Optimizer,
+    optimizer_state: dict,
+    optimizer_class: str,
     settings: TrainingSettings,
     options: RunOptions,
     *,
@@ -70,12 +71,13 @@ def training_checkpoint(
     best_by: str,
     history: list[dict],
 ) -> dict:
-    """Everything the next SGD step depends on, so a resumed run continues bit for bit."""
+    """Everything the next SGD step depends on, so a resumed run continues bit for bit.
+    ``optimizer_state``: the optimizer's ``state_dict()``; ``optimizer_class``: its class's name."""
     return {
         "format": FORMAT,
         "model": network.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "optimizer_class": type(optimizer).__name__,
+        "optimizer": optimizer_state,
+        "optimizer_class": optimizer_class,
         "settings": to_dict(settings),
         "options": to_dict(options),
         "epoch": epoch,

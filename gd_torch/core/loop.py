@@ -14,6 +14,7 @@ starts.
 
 import contextlib
 import functools
+import inspect
 import io
 import math
 import os
@@ -190,24 +191,53 @@ def sgd(settings: TrainingSettings) -> OptimizerFactory:
     """
 
     def optimizer(network: Network) -> torch.optim.Optimizer:
-        on_fused_device = next(network.parameters()).device.type in ("cpu", "cuda")
-        fused = (on_fused_device and not settings.momentum) or None
-        groups: list[dict[str, Any]] = [{"params": list(network.parameters())}]
-        if settings.weight_decay_on == "weights" and settings.weight_decay:
-            groups = [
-                {"params": [layer.weight for layer in network.layers]},
-                {"params": [layer.bias for layer in network.layers], "weight_decay": 0.0},
-            ]
-        return torch.optim.SGD(
-            groups,
-            lr=settings.learning_rate,
-            momentum=settings.momentum,
-            nesterov=settings.nesterov,
-            weight_decay=settings.weight_decay,
-            fused=fused,
-        )
+        groups, arguments = _sgd_arguments(settings, network)
+        return torch.optim.SGD(groups, **arguments)
 
     return optimizer
+
+
+def _sgd_arguments(settings: TrainingSettings, network: Network) -> tuple[list[dict], dict]:
+    """The parameter groups and keyword arguments of ``sgd(settings)``'s torch.optim.SGD."""
+    on_fused_device = next(network.parameters()).device.type in ("cpu", "cuda")
+    groups: list[dict[str, Any]] = [{"params": list(network.parameters())}]
+    if settings.weight_decay_on == "weights" and settings.weight_decay:
+        groups = [
+            {"params": [layer.weight for layer in network.layers]},
+            {"params": [layer.bias for layer in network.layers], "weight_decay": 0.0},
+        ]
+    return groups, {
+        "lr": settings.learning_rate,
+        "momentum": settings.momentum,
+        "nesterov": settings.nesterov,
+        "weight_decay": settings.weight_decay,
+        "fused": (on_fused_device and not settings.momentum) or None,
+    }
+
+
+def fresh_sgd_state(settings: TrainingSettings, network: Network) -> dict:
+    """``sgd(settings)(network).state_dict()`` before its first step, made without torch.optim.
+
+    The first optimizer a process makes imports torch._dynamo (2.5 s: torch.optim disables the
+    compiler on its methods, and that needs the compiler). A sweep's copies step with their own
+    SGD (``StackedSGD``) and need an optimizer only for what their checkpoints hold, so that
+    ``gd-torch train --resume`` goes on as from its own checkpoint: this state. Before a step
+    it holds no per-parameter state, only the groups: each with SGD's defaults, its own values
+    and its parameters numbered in order, as ``Optimizer.state_dict`` packs them.
+    """
+    groups, arguments = _sgd_arguments(settings, network)
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(torch.optim.SGD).parameters.items()
+        if parameter.default is not parameter.empty
+    } | arguments
+    packed, first = [], 0
+    for group in groups:
+        count = len(group["params"])
+        own = {name: value for name, value in group.items() if name != "params"}
+        packed.append(defaults | own | {"params": list(range(first, first + count))})
+        first += count
+    return {"state": {}, "param_groups": packed}
 
 
 def set_learning_rate(
@@ -377,7 +407,8 @@ def _train(
                 run_dir / name,
                 training_checkpoint(
                     network,
-                    optimizer,
+                    optimizer.state_dict(),
+                    type(optimizer).__name__,
                     settings,
                     options,
                     epoch=epoch,

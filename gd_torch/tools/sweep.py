@@ -49,7 +49,13 @@ from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
 from gd_torch.core.files import write_file, writing_run_directory
 from gd_torch.core.guard import Diverged, Interrupted, RunGuard, divergence_hint, sane_copies
-from gd_torch.core.loop import prepare_data, resolve_device, seeded_generators, set_threads, sgd
+from gd_torch.core.loop import (
+    fresh_sgd_state,
+    prepare_data,
+    resolve_device,
+    seeded_generators,
+    set_threads,
+)
 from gd_torch.core.memory import require_network_memory
 from gd_torch.core.model import Network
 from gd_torch.core.naming import group_labels, sweep_name, varying
@@ -681,8 +687,8 @@ def train_stacked(
                 log.epoch_end(
                     step, epoch, metrics | {"best_test_accuracy": best_test}, network, data, **when
                 )
-                optimizer = sgd(config)(network)  # the optimizer `gd-torch train` would have
-                for group in optimizer.param_groups:
+                optimizer = fresh_sgd_state(config, network)  # that of `gd-torch train`
+                for group in optimizer["param_groups"]:
                     group["initial_lr"], group["lr"] = (
                         config.learning_rate,
                         metrics["learning_rate"],
@@ -692,6 +698,7 @@ def train_stacked(
                     training_checkpoint(  # resumable with --resume
                         network,
                         optimizer,
+                        torch.optim.SGD.__name__,
                         config,
                         copy_options,
                         epoch=epoch,
