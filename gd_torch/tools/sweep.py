@@ -44,7 +44,7 @@ from torch import Tensor
 from gd_torch.core import distributed, native
 from gd_torch.core.checkpoint import save_checkpoint, training_checkpoint
 from gd_torch.core.compiled import NATIVE_AUTO_STEPS, STEPS_PER_CALL
-from gd_torch.core.data import Mnist, shuffled_batches
+from gd_torch.core.data import Mnist, shuffled_order
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import measure
 from gd_torch.core.files import write_file, writing_run_directory
@@ -611,13 +611,9 @@ def train_stacked(
             )  # η_k, (K,); 0 for a diverged copy, which takes no more steps
             decay_biases = base.weight_decay_on == "all"
             stacked_sgd = StackedSGD(stacked, rates, base.weight_decay, decay_biases)
-            orders = torch.stack(
-                [
-                    torch.cat(shuffled_batches(len(train), base.batch_size, order))
-                    for _, order in generators
-                ]
-            ).to(device)  # (K, N): copy k's examples in its SGD order
-            batches = orders.split(base.batch_size, dim=1)  # copy k's mini-batch in row k, (K, B)
+            orders = torch.stack([shuffled_order(len(train), order) for _, order in generators])
+            orders = orders.to(device)  # (K, N): copy k's examples in its SGD order
+            taken = 0  # how many of them the native steps take
             if inputs is not None:  # native steps: the full batches, STEPS_PER_CALL to a call
                 epoch_steps = NativeStackedSteps(
                     stacked,
@@ -630,7 +626,7 @@ def train_stacked(
                     base.cost,
                     decay_biases,
                 )
-                start, batches = 0, batches[epoch_steps.full_batches :]
+                start, taken = 0, epoch_steps.full_batches * base.batch_size
                 while start < epoch_steps.full_batches:
                     stop = min(
                         start + STEPS_PER_CALL, epoch_steps.full_batches, start + until_due()
@@ -648,6 +644,10 @@ def train_stacked(
                             )
                     end_of_steps(costs[-1], epoch)
                     start = stop
+            # the batches left to the reference loop, copy k's in row k, (K, B) each (none when
+            # none are left, where split would give one empty batch)
+            left = orders[:, taken:]
+            batches = left.split(base.batch_size, dim=1) if left.numel() else ()
             for indices in batches:  # every batch on the reference loop, else a smaller last one
                 flat = indices.flatten()
                 images = train.images.index_select(0, flat).view(*indices.shape, -1)  # (K, B, 784)
