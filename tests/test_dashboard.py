@@ -248,7 +248,7 @@ def test_the_same_digits_sprite_is_encoded_once_and_written_for_every_run(
     tmp_path, data, monkeypatch
 ):
     drawn = []
-    monkeypatch.setattr(projector, "_encoded", {})  # none from the tests before
+    monkeypatch.setattr(projector, "_encoded", [])  # none from the tests before
     monkeypatch.setattr(projector, "sprite", lambda images: drawn.append(1) or sprite_sheet(images))
     network = Network()
     first, second = (
@@ -260,6 +260,16 @@ def test_the_same_digits_sprite_is_encoded_once_and_written_for_every_run(
     projector.embed(tmp_path / "c", "end", "end", network, other)
     assert len(drawn) == 2  # other digits: their own sprite
     assert (tmp_path / "c" / "projector" / "end" / "sprite.png").read_bytes() != sprites[0]
+    projector.embed(
+        tmp_path / "d", "end", "end", network, Split(other.images.clone(), other.labels)
+    )
+    assert len(drawn) == 2  # the same digits in another tensor: the same sprite
+    other.images[0, 300] = 1 - other.images[0, 300]  # changed in place
+    projector.embed(tmp_path / "e", "end", "end", network, other)
+    assert len(drawn) == 3
+    assert (tmp_path / "e" / "projector" / "end" / "sprite.png").read_bytes() != (
+        tmp_path / "c" / "projector" / "end" / "sprite.png"
+    ).read_bytes()
 
 
 def test_the_text_tab_holds_the_settings_options_and_versions(swept, single):
