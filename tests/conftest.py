@@ -18,6 +18,11 @@ torch.set_num_threads(
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# A relative $GD_TORCH_DATA is the shell's folder's: made whole once, so that the tests that change
+# folder (and the commands they start there) find the same MNIST.
+if os.environ.get("GD_TORCH_DATA"):
+    os.environ["GD_TORCH_DATA"] = str(Path(os.environ["GD_TORCH_DATA"]).resolve())
+
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
