@@ -1,5 +1,5 @@
 """The Python API: ``gd_torch.train`` is the core loop with the TensorBoard dashboard and the
-trajectory (``trajectory.pt``) attached.
+trajectory (``trajectory.bin``) attached.
 
 import gd_torch
 settings = gd_torch.TrainingSettings(epochs=5, momentum=0.9, learning_rate=0.3)
@@ -34,7 +34,7 @@ def train(
     out: IO[str] | None = None,
 ) -> TrainResult:
     """``gd_torch.core.loop.train``, logging to TensorBoard in the run directory unless
-    ``tensorboard`` is False, and keeping the path of the weights in ``trajectory.pt`` (with
+    ``tensorboard`` is False, and keeping the path of the weights in ``trajectory.bin`` (with
     ``options.runs_dir`` None nothing is written)."""
     callbacks = [*callbacks, TensorBoard()] if tensorboard else list(callbacks)
     callbacks.append(TrajectoryRecorder())

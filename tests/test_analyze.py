@@ -112,7 +112,7 @@ def test_summary_names_the_sensitivities_noise_and_mistakes(analyzed):
 def test_summary_gives_the_planes_share_of_the_path_and_the_medians(run, analyzed):
     _, summary = analyzed
     snapshots = len(run.history) + 1  # step 0 and every epoch
-    assert f"cost surface ({snapshots} snapshots of trajectory.pt" in summary
+    assert f"cost surface ({snapshots} snapshots of the trajectory" in summary
     shares = re.search(r"hold (\S+)% \+ (\S+)% = (\S+)% of its spread", summary)
     first, second, both = map(float, shares.groups())
     assert first >= second >= 0 and both == pytest.approx(first + second, abs=0.11) and both <= 100
@@ -124,8 +124,8 @@ def test_summary_gives_the_planes_share_of_the_path_and_the_medians(run, analyze
 
 
 def test_without_a_trajectory_the_plane_holds_the_start_and_the_end(run):
-    """A run from before trajectory.pt: the surface section alone (analyze passes it None when
-    the file is missing), not the whole of analyze again."""
+    """A run from before trajectories were kept: the surface section alone (analyze passes it
+    None when the file is missing), not the whole of analyze again."""
     checkpoint = run.run_dir / "last.pt"
     state = load_checkpoint(checkpoint)
     trained, config = network_from_checkpoint(state, checkpoint)
@@ -136,8 +136,8 @@ def test_without_a_trajectory_the_plane_holds_the_start_and_the_end(run):
     drawn, lines = descent_report.surface_and_line(
         trained, initial, config, data, None, state["step"], grid_size=5, surface_digits=0
     )
-    assert lines[0].startswith("cost surface: the run has no trajectory.pt")
-    assert "no trajectory.pt: the initial and the trained weights only" in lines[1]
+    assert lines[0].startswith("cost surface: the run has no trajectory.bin")
+    assert "no trajectory: the initial and the trained weights only" in lines[1]
     assert "hold 100.0% + 0.0%" in lines[1] and "on a 5 x 5 grid" in lines[2]
     assert set(drawn) == {"cost_surface", "cost_line"}
 

@@ -113,7 +113,7 @@ def test_the_figure_table_and_paths_are_written(walked):
     assert events.Tags()["images"] == ["analysis/descent_paths"]
     assert "the lowest training cost" in (run_dir / "descend.md").read_text()
     for d in descents:
-        saved = Trajectory.load(run_dir / f"trajectory_b{d.batch_size}.pt")
+        saved = Trajectory.load(run_dir / f"trajectory_b{d.batch_size}.bin")
         assert saved.steps == d.trajectory.steps
 
 

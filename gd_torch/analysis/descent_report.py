@@ -41,12 +41,12 @@ def surface_and_line(
     lines = []
     if trajectory is not None and len(trajectory.until(step)):
         path = trajectory.until(step).points.to(end.dtype)
-        described = f"{len(path)} snapshots of trajectory.pt, steps 0 to {step:,}"
-    else:  # a run from before trajectory.pt: its start (from its seed) and its end
+        described = f"{len(path)} snapshots of the trajectory, steps 0 to {step:,}"
+    else:  # a run from before trajectories were kept: its start (from its seed) and its end
         path = torch.stack([point_of(initial), end])
-        described = "no trajectory.pt: the initial and the trained weights only"
+        described = "no trajectory: the initial and the trained weights only"
         lines.append(
-            "cost surface: the run has no trajectory.pt; the plane holds its start and end"
+            "cost surface: the run has no trajectory.bin; the plane holds its start and end"
         )
     if not torch.equal(path[-1], end):  # a checkpoint taken between snapshots ends the path
         path = torch.cat([path, end[None]])

@@ -31,7 +31,7 @@ from gd_torch.core.files import refuse_to_replace, require_writable, write_file
 from gd_torch.core.loop import prepare_data, seeded_generators
 from gd_torch.core.model import Network
 from gd_torch.core.settings import TrainingSettings
-from gd_torch.core.trajectory import FILE_NAME, Trajectory
+from gd_torch.core.trajectory import Trajectory, saved_trajectory
 
 FIGURES = (  # <name>.png and analysis/<name>, in the order drawn
     "first_layer_weights",
@@ -42,7 +42,7 @@ FIGURES = (  # <name>.png and analysis/<name>, in the order drawn
     "confusion_matrix",
     "misclassified",
     "hidden_layers",
-    "cost_surface",  # these two need the run's trajectory.pt
+    "cost_surface",  # these two need the run's trajectory.bin
     "cost_line",
     "gradient_quality",
     "nudges",
@@ -101,10 +101,11 @@ def analyze(
         raise GdTorchError(
             f"--digit-index must be a test digit, 0 to {len(data.test) - 1}, not {digit_index}"
         )
-    trajectory = Trajectory.load(run_dir / FILE_NAME) if (run_dir / FILE_NAME).exists() else None
+    trajectory_file = saved_trajectory(run_dir)
+    trajectory = Trajectory.load(trajectory_file) if trajectory_file else None
     if trajectory is not None and trajectory.layer_sizes != config.layer_sizes:
         raise GdTorchError(
-            f"{run_dir / FILE_NAME} holds a {trajectory.layer_sizes} network, the checkpoint a "
+            f"{trajectory_file} holds a {trajectory.layer_sizes} network, the checkpoint a "
             f"{config.layer_sizes} one"
         )
     print(

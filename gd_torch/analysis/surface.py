@@ -4,7 +4,7 @@ straight line from the initial to the trained weights.
 The cost C(θ) is a function of P = 13,002 numbers; a picture shows two. Following Li et al. 2018,
 "Visualizing the loss landscape of neural nets", §7, the two directions are the first two
 principal components of the path: with the trained point θ* and the snapshots θ_i of
-``trajectory.pt``, M = [θ_0 − θ*; θ_1 − θ*; ...] (S, P) and the directions d_1, d_2 are its top
+``trajectory.bin``, M = [θ_0 − θ*; θ_1 − θ*; ...] (S, P) and the directions d_1, d_2 are its top
 two right singular vectors. M is not centred on the path's mean: the plane must pass through θ*,
 and the plane through θ* closest to the path (least squares) is spanned by those two vectors.
 σ_k² / Σ_j σ_j² is the share of the path's spread about θ* that d_k holds.

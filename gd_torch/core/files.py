@@ -10,7 +10,9 @@ Every file is written atomically (``write_file``): to a temporary file with a un
 same folder, flushed to the disk, then given its name, by ``os.replace`` where replacing is
 allowed and by ``os.link`` (which fails when the name is taken) where it is not. So a crash, a
 full disk or a kill never leaves half a file under the real name, two writers never share a
-temporary file, and a stop signal waits for the write to end (``signals.protected``).
+temporary file, and a stop signal waits for the write to end (``signals.protected``). The one
+exception is a log that only grows (``append_to_file``: trajectory.bin), whose reader drops a
+last record a crash cut short.
 
 While a process writes into a run directory, it holds an exclusive lock on the marker
 (``writing_run_directory``: ``fcntl.flock``, which the kernel releases when the process ends,
@@ -123,6 +125,23 @@ def write_file(path: str | Path, data: bytes | str) -> None:
     path = Path(path)
     refuse_to_replace(path)
     _write(path, data, replace=may_replace(path))
+
+
+def append_to_file(path: Path, data: bytes, size: int) -> bool:
+    """Append ``data`` to ``path`` and flush it to the disk, if ``path`` is still the ``size``
+    bytes its writer left; False, with nothing written, when it is gone or changed."""
+    with signals.protected():
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            return False
+        with os.fdopen(descriptor, "ab") as file:
+            if os.fstat(descriptor).st_size != size:
+                return False
+            file.write(data)
+            file.flush()
+            os.fsync(descriptor)
+    return True
 
 
 def write_new_file(path: str | Path, data: bytes | str) -> Path:

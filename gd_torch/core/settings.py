@@ -241,7 +241,7 @@ class RunOptions:
     )
     snapshot_every: int = _option(
         0,
-        "also keep the weights after every N-th SGD step in runs/<run>/trajectory.pt, beside "
+        "also keep the weights after every N-th SGD step in runs/<run>/trajectory.bin, beside "
         "those at step 0 and after every epoch (0: no more)",
     )
     time_budget: float = _option(

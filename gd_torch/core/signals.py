@@ -25,7 +25,8 @@ A signal that the parent process ignores stays ignored (``nohup`` ignores SIGHUP
 terminal is gone, so stdout and stderr, where they were that terminal, go to /dev/null: the run
 still stops at its safe point and saves. SIGQUIT (Ctrl-\\) and SIGKILL are not caught: they end the
 process at once, as the operating system does; every file gd_torch writes replaces the old one
-atomically, so the last checkpoint is whole, and --resume continues from it.
+atomically (trajectory.bin, a log, is appended to, and a record cut short is dropped when it is
+read), so the last checkpoint is whole, and --resume continues from it.
 
 This module imports nothing heavy: the command line installs it before importing torch.
 """

@@ -22,6 +22,11 @@ def parameter_shapes(sizes: tuple[int, ...]) -> list[tuple[int, ...]]:
     return shapes
 
 
+def parameter_count(sizes: tuple[int, ...]) -> int:
+    """P, the weights and biases of a network of these layer sizes: 13,002 for 784-16-16-10."""
+    return sum(math.prod(shape) for shape in parameter_shapes(sizes))
+
+
 def point_of(network: Network) -> Tensor:
     """θ (P,): a copy of the network's weights and biases as one vector."""
     return torch.nn.utils.parameters_to_vector(network.parameters()).detach().clone()

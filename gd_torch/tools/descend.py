@@ -178,7 +178,7 @@ def descend(
         )
         name = "gradient descent" if batch_size == count else f"SGD, batch {batch_size}"
         descents.append(Descent(name, batch_size, per_epoch, trajectory, measured, train, test))
-        trajectory.save(run_dir / f"trajectory_b{batch_size}.pt")
+        trajectory.save(run_dir / f"trajectory_b{batch_size}.bin")
 
     lines = comparison(descents, epochs, steps, count)
     for line in lines:
@@ -217,7 +217,7 @@ def descend(
     )
     written = write_figures({"descent_paths": figure}, run_dir, 0)
     print(
-        f"written: {written['descent_paths']}, descend.md, the paths as trajectory_b<batch>.pt, "
+        f"written: {written['descent_paths']}, descend.md, the paths as trajectory_b<batch>.bin, "
         f"and the figure in TensorBoard (tensorboard --logdir {run_dir})",
         file=out,
     )

@@ -518,7 +518,7 @@ def train_stacked(
         for run_dir in run_dirs
     ]  # in a directory used before, what was logged after the checkpoint is dropped
     trajectories = [
-        start_trajectory(run_dir / FILE_NAME, network, checkpoint is not None, step, done)
+        start_trajectory(run_dir, network, checkpoint is not None, step, done)
         for run_dir, network, checkpoint in zip(run_dirs, networks, checkpoints)
     ]  # one per copy, as gd-torch train keeps it
     train = data.train
