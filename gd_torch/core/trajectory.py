@@ -35,13 +35,13 @@ from gd_torch.core.errors import GdTorchError
 from gd_torch.core.files import append_to_file, write_file
 from gd_torch.core.model import Network
 from gd_torch.core.run import Callback, Run
+from gd_torch.core.settings import DTYPES
 from gd_torch.core.weight_space import parameter_count, point_of
 
 FORMAT = 2
 FILE_NAME = "trajectory.bin"
 LEGACY_FILE_NAME = "trajectory.pt"  # format 1, from runs before the log
 MAGIC = b"gd_torch trajectory "
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class Trajectory:
@@ -49,6 +49,7 @@ class Trajectory:
 
     def __init__(self, layer_sizes: tuple[int, ...]):
         self.layer_sizes = tuple(layer_sizes)
+        self.parameters = parameter_count(self.layer_sizes)  # P, the length of every point
         self.steps: list[int] = []
         self.epochs: list[int] = []
         self._points: list[Tensor] = []
@@ -65,7 +66,7 @@ class Trajectory:
     def add(self, step: int, epochs: int, point: Tensor) -> None:
         """Keep θ (P,) after ``step``. A step kept already (an epoch's end that is also an N-th
         step) is kept once, with the later count of epochs finished."""
-        if point.shape != (parameter_count(self.layer_sizes),):
+        if point.shape != (self.parameters,):
             raise ValueError(f"a point of shape {tuple(point.shape)} for {self.layer_sizes}")
         if self._points and point.dtype != self._points[0].dtype:
             raise ValueError(f"a {point.dtype} point in a {self._points[0].dtype} trajectory")
@@ -122,16 +123,12 @@ class Trajectory:
     def load(cls, path: str | Path) -> "Trajectory":
         """The trajectory in ``path``: a trajectory.bin, or a run's trajectory.pt of before."""
         try:
-            if Path(path).read_bytes()[:2] == b"PK":  # a zip: torch.save's, format 1
-                return cls._load_format_1(path)
-            layer_sizes, entries = records(path)
+            with open(path, "rb") as file:
+                zipped = file.read(2) == b"PK"  # torch.save's zip: trajectory.pt, format 1
+            layer_sizes, steps, epochs, points = (_format_1 if zipped else _format_2)(path)
             trajectory = cls(layer_sizes)
-            values = entries["point"]  # little-endian, made the machine's own order for torch
-            points = torch.from_numpy(values.astype(values.dtype.newbyteorder("=")))
-            for step, epochs, point in zip(
-                entries["step"].tolist(), entries["epochs"].tolist(), points
-            ):
-                trajectory.add(step, epochs, point)
+            for step, epochs_done, point in zip(steps, epochs, points, strict=True):
+                trajectory.add(step, epochs_done, point)
         except OSError:
             raise
         except Exception as error:
@@ -139,25 +136,30 @@ class Trajectory:
             raise GdTorchError(f"{path} is not a readable trajectory ({first_line})") from None
         return trajectory
 
-    @classmethod
-    def _load_format_1(cls, path: str | Path) -> "Trajectory":
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["format"] != 1:
-            raise ValueError(f"format {state['format']!r}, not 1")
-        trajectory = cls(tuple(state["layer_sizes"]))
-        for step, epochs, point in zip(
-            state["steps"].tolist(), state["epochs"].tolist(), state["points"], strict=True
-        ):
-            trajectory.add(step, epochs, point)
-        return trajectory
+
+Snapshots = tuple[tuple[int, ...], list[int], list[int], Tensor]  # sizes, steps, epochs, points
+
+
+def _format_2(path: str | Path) -> Snapshots:
+    layer_sizes, entries = records(path)
+    values = entries["point"]  # little-endian, made the machine's own order for torch
+    points = torch.from_numpy(values.astype(values.dtype.newbyteorder("=")))
+    return layer_sizes, entries["step"].tolist(), entries["epochs"].tolist(), points
+
+
+def _format_1(path: str | Path) -> Snapshots:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["format"] != 1:
+        raise ValueError(f"format {state['format']!r}, not 1")
+    layer_sizes = tuple(state["layer_sizes"])
+    return layer_sizes, state["steps"].tolist(), state["epochs"].tolist(), state["points"]
 
 
 def record_dtype(layer_sizes: tuple[int, ...], dtype: str) -> np.dtype:
     """One snapshot's record in trajectory.bin, as a NumPy structured dtype."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}, not one of {', '.join(DTYPES)}")
-    values = np.dtype(str(DTYPES[dtype]).removeprefix("torch.")).newbyteorder("<")
-    point = (values, (parameter_count(layer_sizes),))
+    point = (np.dtype(dtype).newbyteorder("<"), (parameter_count(layer_sizes),))
     return np.dtype([("step", "<i8"), ("epochs", "<i8"), ("point", *point)])
 
 
