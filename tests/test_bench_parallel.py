@@ -10,6 +10,7 @@ from gd_torch.tools.bench_parallel import (
     MEASURED_STEPS,
     REPORT,
     epochs_for,
+    halves_seconds,
     seconds_per_step,
     worker,
 )
@@ -55,3 +56,12 @@ def test_bad_numbers_are_refused_before_anything_runs(arguments, message, tmp_pa
     with pytest.raises(SystemExit) as exit:
         main(["bench", "--parallel", "--data-root", str(tmp_path), *arguments])
     assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_ceiling_runs_two_sweeps_of_half_the_copies_at_once(fake_mnist_root, tmp_path):
+    wall, slower = halves_seconds(3, 1, str(fake_mnist_root), str(tmp_path))
+    summaries = sorted(tmp_path.glob("half*/sweep_*/summary.csv"))
+    assert [path.parts[-3] for path in summaries] == ["half0", "half1"]
+    copies = [len(path.read_text().strip().splitlines()) - 1 for path in summaries]
+    assert copies == [2, 1]  # every copy once: 2 + 1 of the 3
+    assert 0 < slower < wall

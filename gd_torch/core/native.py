@@ -55,7 +55,7 @@ FLAGS = (
     "-std=c++17",
 ) + (("-mprefer-vector-width=256",) if platform.machine().lower() in ("x86_64", "amd64") else ())
 TYPES = {torch.float32: "float", torch.float64: "double"}  # the library's <verb>_<type>
-VERBS = ("steps", "count_nonzero", "gather_nonzero", "evaluate")
+VERBS = ("steps", "count_nonzero", "gather_nonzero", "evaluate", "sigmoid")
 BUILD_TIMEOUT = 300  # seconds a build may take: a partial file older than that is a dead build's
 SCALARS = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 
@@ -392,3 +392,15 @@ def evaluate(
         ctypes.byref(correct),
     )
     return total_cost.value, correct.value
+
+
+def sigmoid(z: Tensor) -> Tensor:
+    """σ(z) elementwise, as the library's forward pass computes it (in float32, by its own
+    vectorised e^x): for the tests that hold it to torch.sigmoid."""
+    dtype = _computed_in(z.dtype)
+    z = _checked(z.contiguous(), dtype, "z")
+    a = torch.empty_like(z)
+    _function("sigmoid", dtype)(
+        ctypes.c_void_p(z.data_ptr()), ctypes.c_int64(z.numel()), ctypes.c_void_p(a.data_ptr())
+    )
+    return a

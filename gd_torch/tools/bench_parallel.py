@@ -5,6 +5,9 @@
    every process on 1 thread. Wall time of the whole command (interpreter, imports and torchrun's
    agent included), and of the sweep itself as it reports it (``SweepResult.seconds``: from
    joining the processes to the summary, data loading, evaluation, logs and checkpoints included).
+   Beside them, the machine's ceiling for that speed-up: two one-process sweeps of half the
+   copies each, started at once with nothing shared (``halves_seconds``). On a VM whose two cores
+   do not give twice the work of one, no sharding beats that row.
 2. Data parallelism of one network (``torchrun ... -m gd_torch train``): seconds per SGD step on 1
    and on 2 processes at each batch size, from 10 to 60,000 (full-batch gradient descent: every
    step a pass over the training set). A step's time is that of the run's SGD steps after its
@@ -15,6 +18,7 @@ Rounds alternate the order of 1 and 2 processes (ABBA), so a drift of the machin
 both alike; the tables show the medians over ``repeats`` rounds, and the load before and after.
 """
 
+import contextlib
 import io
 import json
 import math
@@ -49,30 +53,63 @@ def torchrun(processes: int, *command: str) -> list[str]:
     ]
 
 
-def timed(command: list[str]) -> tuple[float, str]:
-    """(wall seconds, stdout) of the command, run from the package's parent with 1 thread."""
-    started = time.perf_counter()
-    finished = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    wall = time.perf_counter() - started
-    if finished.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-2000:]}")
-    return wall, finished.stdout
+def timed(*commands: list[str]) -> tuple[float, list[str]]:
+    """(wall seconds until the last ended, the stdout of each) of the commands, all started at
+    once, each from the package's parent with 1 thread."""
+    with contextlib.ExitStack() as files:
+        outputs = [
+            files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2 * len(commands))
+        ]
+        started = time.perf_counter()
+        running = [
+            subprocess.Popen(
+                command,
+                stdout=stdout,
+                stderr=stderr,
+                text=True,
+                env=os.environ | {"OMP_NUM_THREADS": "1"},
+                cwd=Path(__file__).resolve().parents[2],
+            )
+            for command, stdout, stderr in zip(commands, outputs[0::2], outputs[1::2])
+        ]
+        codes = [process.wait() for process in running]
+        wall = time.perf_counter() - started
+        for output in outputs:
+            output.seek(0)
+        texts = [output.read() for output in outputs]
+    for command, code, stderr in zip(commands, codes, texts[1::2]):
+        if code != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
+    return wall, texts[0::2]
+
+
+def sweep_command(processes: int, copies: int, epochs: int, data_root: str, runs_dir: str):
+    sweep = ["-m", "gd_torch", "sweep", "--num-seeds", str(copies), "--epochs", str(epochs)]
+    sweep += ["--data-root", data_root, "--no-download", "--runs-dir", runs_dir]
+    return [sys.executable, *sweep] if processes == 1 else torchrun(processes, *sweep)
+
+
+def reported_seconds(stdout: str) -> float:
+    """The seconds of the sweep itself, from its last line."""
+    return float(re.search(r"copies in ([\d.]+) s", stdout).group(1))
 
 
 def sweep_seconds(processes: int, copies: int, epochs: int, data_root: str, runs_dir: str):
     """(wall seconds of the command, seconds of the sweep as it reports them)."""
-    sweep = ["-m", "gd_torch", "sweep", "--num-seeds", str(copies), "--epochs", str(epochs)]
-    sweep += ["--data-root", data_root, "--no-download", "--runs-dir", runs_dir]
-    wall, stdout = timed(
-        [sys.executable, *sweep] if processes == 1 else torchrun(processes, *sweep)
-    )
-    return wall, float(re.search(r"copies in ([\d.]+) s", stdout).group(1))
+    wall, (stdout,) = timed(sweep_command(processes, copies, epochs, data_root, runs_dir))
+    return wall, reported_seconds(stdout)
+
+
+def halves_seconds(copies: int, epochs: int, data_root: str, runs_dir: str):
+    """The machine's ceiling for a sharded sweep: two one-process sweeps of half the copies each,
+    started at once with no torchrun (nothing shared, nothing gathered). (wall seconds until both
+    ended, the sweep itself of the slower); what two ranks would take if sharding cost nothing."""
+    halves = [
+        sweep_command(1, share, epochs, data_root, str(Path(runs_dir) / f"half{half}"))
+        for half, share in enumerate((copies - copies // 2, copies // 2))
+    ]
+    wall, stdouts = timed(*halves)
+    return wall, max(map(reported_seconds, stdouts))
 
 
 def epochs_for(batch_size: int, train_images: int) -> int:
@@ -84,7 +121,7 @@ def epochs_for(batch_size: int, train_images: int) -> int:
 def step_seconds(processes: int, batch_sizes, data_root: str) -> tuple[int, dict[int, float]]:
     """(training images, seconds per SGD step at each batch size), from one torchrun launch."""
     command = ["-m", "gd_torch.tools.bench_parallel", data_root, *map(str, batch_sizes)]
-    _, stdout = timed(torchrun(processes, *command))
+    _, (stdout,) = timed(torchrun(processes, *command))
     line = next(line for line in stdout.splitlines() if line.startswith(REPORT))
     report = json.loads(line[len(REPORT) :])
     return report["train_images"], {int(b): seconds for b, seconds in report["seconds"].items()}
@@ -144,7 +181,7 @@ def bench_parallel(
         file=out,
         flush=True,
     )
-    sweeps, steps = {1: [], 2: []}, {1: [], 2: []}
+    sweeps, steps, halves = {1: [], 2: []}, {1: [], 2: []}, []
     with tempfile.TemporaryDirectory() as runs_dir:
         for round_ in range(repeats):
             for processes in (1, 2) if round_ % 2 == 0 else (2, 1):
@@ -153,6 +190,8 @@ def bench_parallel(
                 )
                 train_images, seconds = step_seconds(processes, batch_sizes, data_root)
                 steps[processes].append(seconds)
+            if copies > 1:
+                halves.append(halves_seconds(copies, epochs, data_root, runs_dir))
 
     def median(values) -> float:
         return statistics.median(values)
@@ -163,9 +202,16 @@ def bench_parallel(
         "| wall time | 1 process | 2 processes | speed-up |\n|---|---:|---:|---:|",
         file=out,
     )
-    for name, index in (("whole command, start-up included", 0), ("the sweep itself", 1)):
+    rows = [("whole command, start-up included", 0, sweeps[2]), ("the sweep itself", 1, sweeps[2])]
+    if halves:
+        ceiling = (
+            f"the machine's ceiling: two `gd-torch sweep` of {copies - copies // 2} and "
+            f"{copies // 2} copies at once, no torchrun (the slower's sweep itself)"
+        )
+        rows.append((ceiling, 1, halves))
+    for name, index, two_processes in rows:
         one = median(seconds[index] for seconds in sweeps[1])
-        two = median(seconds[index] for seconds in sweeps[2])
+        two = median(seconds[index] for seconds in two_processes)
         print(f"| {name} | {one:.1f} s | {two:.1f} s | {one / two:.2f}x |", file=out)
     print(
         "\nData parallelism of one network (`torchrun ... -m gd_torch train --batch-size B`), "
