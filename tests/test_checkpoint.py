@@ -179,10 +179,19 @@ def test_last_checkpoint_is_written_every_checkpoint_every_epochs_and_at_the_end
     monkeypatch.setattr(
         gd_torch.core.loop,
         "save_checkpoint",
-        lambda path, state: written.append((path.name, state["epoch"])) or save(path, state),
+        lambda path, state, also=(): (
+            written.extend((name.name, state["epoch"]) for name in (path, *also))
+            or save(path, state, also)
+        ),
     )
-    run(data, epochs=5, checkpoint_every=2, runs_dir=str(tmp_path))
+    result = run(data, epochs=5, checkpoint_every=2, runs_dir=str(tmp_path))
     assert [epoch for name, epoch in written if name == "last.pt"] == [2, 4, 5]
+    best = [epoch for name, epoch in written if name == "best.pt"]
+    accuracy = [entry["test_accuracy"] for entry in result.history]
+    improved = [i + 1 for i in range(5) if accuracy[i] >= max(accuracy[: i + 1])]
+    assert best == improved
+    both = (result.run_dir / "last.pt", result.run_dir / "best.pt")
+    assert (both[0].stat().st_ino == both[1].stat().st_ino) == (best[-1] == 5)
 
 
 class NotATensor:

@@ -79,6 +79,44 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER, "last.pt"]
 
 
+def test_the_same_bytes_under_two_names_are_written_once_and_each_name_replaced_alone(tmp_path):
+    run_dir = create_run_directory(tmp_path, "run")
+    write_file(run_dir / "best.pt", b"epoch 1")
+    fsyncs = []
+    real_fsync = os.fsync
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+        write_file(run_dir / "last.pt", b"epoch 2", also=[run_dir / "best.pt"])
+    assert len(fsyncs) == 1  # one file written and flushed, under both names
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    assert last.read_bytes() == best.read_bytes() == b"epoch 2"
+    assert last.stat().st_ino == best.stat().st_ino
+    write_file(last, b"epoch 3")  # a later write of one name leaves the other as it was
+    assert (last.read_bytes(), best.read_bytes()) == (b"epoch 3", b"epoch 2")
+    assert sorted(p.name for p in run_dir.iterdir()) == [MARKER, "best.pt", "last.pt"]
+
+
+def test_without_hard_links_the_second_name_is_written_again(tmp_path, monkeypatch):
+    run_dir = create_run_directory(tmp_path, "run")
+
+    def no_links(*arguments):
+        raise OSError(1, "Operation not permitted")  # EPERM: FAT, some network mounts
+
+    monkeypatch.setattr(os, "link", no_links)
+    write_file(run_dir / "last.pt", b"epoch 1", also=[run_dir / "best.pt"])
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    assert last.read_bytes() == best.read_bytes() == b"epoch 1"
+    assert last.stat().st_ino != best.stat().st_ino
+
+
+def test_a_second_name_that_may_not_be_replaced_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"the user's")
+    with pytest.raises(GdTorchError, match="best.pt exists, and gd_torch replaces files only"):
+        write_file(tmp_path / "last.pt", b"epoch 1", also=[tmp_path / "best.pt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+    assert (tmp_path / "best.pt").read_bytes() == b"the user's"
+
+
 def test_concurrent_writers_of_one_file_never_share_a_temporary(tmp_path):
     """Each write has its own temporary name, so the file always holds one writer's whole
     bytes, never a mix."""

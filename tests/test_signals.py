@@ -211,10 +211,10 @@ def test_a_signal_during_an_epochs_checkpoint_is_not_swallowed(
 
     save = loop.save_checkpoint
 
-    def save_while_signalled(path, state):
+    def save_while_signalled(path, state, also=()):
         if path.name == "last.pt" and state["epoch"] == epoch_signalled:
             os.kill(os.getpid(), signal.SIGINT)
-        save(path, state)
+        save(path, state, also)
 
     monkeypatch.setattr(loop, "save_checkpoint", save_while_signalled)
     out = io.StringIO()

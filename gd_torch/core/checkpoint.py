@@ -27,7 +27,7 @@ import dataclasses
 import io
 import math
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -47,13 +47,14 @@ HISTORY_METRICS = ("train_cost", "test_cost", "test_accuracy")  # what every epo
 RNG_STATE_SIZE = torch.Generator().get_state().numel()  # bytes of a CPU generator's state
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state: dict, also: Sequence[Path] = ()) -> None:
     """Serialise in memory, then write atomically (``gd_torch.core.files.write_file``): a full
     disk is then an OSError naming the file, not torch.save's RuntimeError from inside its
-    zip writer, and the old checkpoint is kept whole."""
+    zip writer, and the old checkpoint is kept whole. The same checkpoint goes to each path of
+    ``also`` too, serialised and written once."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_file(path, buffer.getvalue())
+    write_file(path, buffer.getvalue(), also)
 
 
 def training_checkpoint(

@@ -10,7 +10,9 @@ Every file is written atomically (``write_file``): to a temporary file with a un
 same folder, flushed to the disk, then given its name, by ``os.replace`` where replacing is
 allowed and by ``os.link`` (which fails when the name is taken) where it is not. So a crash, a
 full disk or a kill never leaves half a file under the real name, two writers never share a
-temporary file, and a stop signal waits for the write to end (``signals.protected``). The one
+temporary file, and a stop signal waits for the write to end (``signals.protected``). The same
+bytes due under two names in a run directory (best.pt and last.pt of one epoch) are written
+once and linked under the second name. The one
 exception is a log that only grows (``append_to_file``: trajectory.bin), whose reader drops a
 last record a crash cut short.
 
@@ -25,7 +27,7 @@ import fcntl
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gd_torch.core import signals
@@ -34,6 +36,7 @@ from gd_torch.core.errors import GdTorchError, os_error_message
 MARKER = ".gd_torch-run"
 TEMPORARY_SUFFIX = ".gd_torch-tmp"
 OLD_TEMPORARIES = (".last.pt.tmp", ".best.pt.tmp")  # the fixed names of before, left by a kill
+LINKLESS = (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)  # no hard link here
 
 
 def mark_run_directory(path: Path) -> None:
@@ -119,12 +122,35 @@ def refuse_to_replace(path: Path) -> None:
         )
 
 
-def write_file(path: str | Path, data: bytes | str) -> None:
+def write_file(path: str | Path, data: bytes | str, also: Sequence[Path] = ()) -> None:
     """Write ``data`` as ``path``, atomically, replacing an old ``path`` only where the rule
-    allows it."""
-    path = Path(path)
-    refuse_to_replace(path)
-    _write(path, data, replace=may_replace(path))
+    allows it; and as each of ``also`` the same bytes (best.pt beside last.pt): in a run
+    directory a second name of the one file written, so that it is written and flushed to the
+    disk once, each name still replaced atomically and alone by later writes."""
+    paths = [Path(path), *also]
+    for each in paths:
+        refuse_to_replace(each)
+    _write(paths[0], data, replace=may_replace(paths[0]))
+    for copy in paths[1:]:
+        if not (may_replace(copy) and _linked(paths[0], copy)):
+            _write(copy, data, replace=may_replace(copy))
+
+
+def _linked(source: Path, path: Path) -> bool:
+    """Replace ``path``, atomically, by a second name (a hard link) of the file ``source``, which
+    is on the disk already; False, with nothing done, where the file system has no hard links."""
+    with signals.protected():
+        second = _temporary(path)
+        try:
+            os.link(source, second)
+            os.replace(second, path)
+        except OSError as error:
+            if error.errno not in LINKLESS:
+                raise
+            return False
+        finally:
+            second.unlink(missing_ok=True)
+    return True
 
 
 def append_to_file(path: Path, data: bytes, size: int) -> bool:
@@ -164,7 +190,7 @@ def _write(path: Path, data: bytes | str, replace: bool) -> None:
     if isinstance(data, str):
         data = data.encode()
     with signals.protected():
-        temporary = path.with_name(f".{path.name[:200]}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
+        temporary = _temporary(path)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(descriptor, "wb") as file:
@@ -179,6 +205,10 @@ def _write(path: Path, data: bytes | str, replace: bool) -> None:
             temporary.unlink(missing_ok=True)
 
 
+def _temporary(path: Path) -> Path:  # a name to write under before the file becomes ``path``
+    return path.with_name(f".{path.name[:200]}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
+
+
 def _link(temporary: Path, path: Path, data: bytes) -> None:
     """Give the written ``temporary`` the name ``path`` only if it is free (FileExistsError)."""
     try:
@@ -186,7 +216,7 @@ def _link(temporary: Path, path: Path, data: bytes) -> None:
     except FileExistsError:
         raise
     except OSError as error:  # a file system without hard links (FAT, some network mounts)
-        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+        if error.errno not in LINKLESS:
             raise
         with open(path, "xb") as file:  # exclusive: fails when the name is taken
             file.write(data)

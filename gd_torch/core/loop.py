@@ -400,11 +400,12 @@ def _train(
     sgd_seconds = done.history[-1].get("sgd_seconds", 0.0) if done.history else 0.0  # budget
     run_files_written = resumed_dir is None
 
-    def save(name: str, epoch: int, order_state: Tensor, batches_done: int) -> None:
+    def save(names: list[str], epoch: int, order_state: Tensor, batches_done: int) -> None:
+        """The checkpoint of now as each of ``names`` (last.pt, best.pt), serialised once."""
         nonlocal run_files_written
-        if run_dir is not None:
+        if run_dir is not None and names:
             save_checkpoint(
-                run_dir / name,
+                run_dir / names[0],
                 training_checkpoint(
                     network,
                     optimizer.state_dict(),
@@ -419,6 +420,7 @@ def _train(
                     best_by=best_by,
                     history=run.history,
                 ),
+                also=[run_dir / name for name in names[1:]],
             )
             if not run_files_written:
                 write_run_files()
@@ -442,7 +444,7 @@ def _train(
                 run_epoch(order)
                 sgd_seconds += time.perf_counter() - started
                 if run.should_stop():  # Ctrl-C, SIGTERM or a callback, mid-epoch
-                    save("last.pt", epoch - 1, order_state, run.step - epoch_start)
+                    save(["last.pt"], epoch - 1, order_state, run.step - epoch_start)
                     if guard.stop_signal is not None:
                         raise guard.interrupted(run.step, run.step - epoch_start)
                     break
@@ -465,13 +467,11 @@ def _train(
                     out_of_time = distributed.any_rank(out_of_time)  # rank 0's clock may differ
                 order_state = order_generator.get_state()
                 due = epoch % options.checkpoint_every == 0 or epoch == epochs
-                if due:
-                    save("last.pt", epoch, order_state, 0)
-                if improved:
-                    save("best.pt", epoch, order_state, 0)
+                wanted = (("last.pt", due), ("best.pt", improved))
+                save([name for name, now in wanted if now], epoch, order_state, 0)
                 stopping = run.should_stop() or out_of_time  # also a signal during those saves
                 if stopping and not due:
-                    save("last.pt", epoch, order_state, 0)
+                    save(["last.pt"], epoch, order_state, 0)
                 if guard.stop_signal is not None and stopping and epoch < epochs:
                     raise guard.interrupted(run.step, 0)
                 if stopping and guard.stop_signal is None:
