@@ -192,12 +192,18 @@ def steps_path(settings: TrainingSettings, device: torch.device) -> str:
 
 def evaluation_function(run: Run, fast: bool) -> Callable[[Split], Metrics]:
     """How the run measures each epoch: ``evaluate``, or, when the fast path takes the native
-    steps, their forward pass from each split's nonzero pixels (compressed once per split, the
-    training set's shared with the steps): the same cost and accuracy, to rounding, in half the
-    time. Should the library not build, the reference evaluates."""
+    steps, ``native_evaluation``."""
     network, convention = run.network, run.settings.cost
     if not fast or fast_path(run) != "native":
         return lambda split: evaluate(network, split, convention)
+    return native_evaluation(network, convention)
+
+
+def native_evaluation(network: Network, convention: str) -> Callable[[Split], Metrics]:
+    """``evaluate`` by the native steps' forward pass from each split's nonzero pixels
+    (compressed once per split, the training set's shared with the steps): the same cost and
+    accuracy, to rounding, in a fraction of the time. Should the library not build, the
+    reference evaluates."""
 
     @functools.cache
     def built() -> bool:  # the library (the steps' first call built it, or failed to)
