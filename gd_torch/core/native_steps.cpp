@@ -21,7 +21,7 @@ namespace {
 
 // e^x in float32 by operations that vectorise, as std::exp does not without -ffast-math (a loop of
 // σ here: 6.9 -> 1.3 ns each). x = n ln 2 + r with |r| <= ln 2 / 2, so e^x = 2^n e^r, e^r by the
-// polynomial of Cephes' expf (σ within 2 ulp of the exact, as torch.sigmoid: tests/test_native.py).
+// polynomial of Cephes' expf (σ within 2 ε of the exact, as torch.sigmoid: tests/test_native.py).
 // x is first clamped to where 2^n is a normal float, so σ(z) for z below -87 is about 1e-39 rather
 // than 0; NaN stays NaN.
 inline float exponential(float x) {
@@ -292,11 +292,11 @@ struct Examples {
     }
 };
 
-// The forward pass of one network (weights w[l], biases b[l], W^1 also as first_wt, transposed)
-// for `count` examples, a^0 of example i from its nonzero pixels inputs[i]: z^l = W^l a^{l-1} +
-// b^l and a^l = σ(z^l) for l = 1..L, into work.activations[l - 1] (count, n_l), and z^L also
-// into output_z (count, n_L). Before example i's first layer, example order[i + AHEAD]'s data
-// are fetched from memory, while i + AHEAD < fetchable.
+// The forward pass of one network (weights w[l], biases b[l]; W^1 read from first_wt, its
+// transposed copy, not from w[0]) for `count` examples, a^0 of example i from its nonzero pixels
+// inputs[i]: z^l = W^l a^{l-1} + b^l and a^l = σ(z^l) for l = 1..L, into work.activations[l - 1]
+// (count, n_l), and z^L also into output_z (count, n_L). Before example i's first layer, example
+// order[i + AHEAD]'s data are fetched from memory, while i + AHEAD < fetchable.
 template <typename T>
 void forward(int64_t layers, const int64_t* sizes, const T* const* w, const T* const* b,
              const T* first_wt, const Pixels<T>* inputs, int64_t count, Examples<T> data,
@@ -349,9 +349,10 @@ void steps(int64_t copies, int64_t layers, const int64_t* sizes, T* const* weigh
         const T rate = learning_rates[k];
         T* first_w = weights[0] + k * n_first * n_pixels;
         transpose_first(first_w, n_first, n_pixels, width, first_wt.data());  // for the call
-        for (int64_t l = 0; l < layers; ++l)
-            copy_w[l] = weights[l] + k * sizes[l + 1] * sizes[l],
+        for (int64_t l = 0; l < layers; ++l) {
+            copy_w[l] = weights[l] + k * sizes[l + 1] * sizes[l];
             copy_b[l] = biases[l] + k * sizes[l + 1];
+        }
         for (int64_t s = start; s < stop; ++s) {
             const int64_t* examples = indices + k * copy_stride + s * batch;
             for (int64_t i = 0; i < batch; ++i) inputs[i] = data.pixels(examples[i]);
