@@ -14,8 +14,9 @@
    first epoch (``sgd_seconds``: warm-up and the per-epoch evaluation left out), in a torchrun
    worker of this module that trains every batch size in turn with nothing written.
 
-Rounds alternate the order of 1 and 2 processes (ABBA), so a drift of the machine's speed hits
-both alike; the tables show the medians over ``repeats`` rounds, and the load before and after.
+Rounds alternate the order of 1 and 2 processes and the ceiling's halves (ABBA), so a drift of
+the machine's speed hits them alike; the tables show the medians over ``repeats`` rounds, and
+the load before and after.
 """
 
 import contextlib
@@ -57,8 +58,12 @@ def timed(*commands: list[str]) -> tuple[float, list[str]]:
     """(wall seconds until the last ended, the stdout of each) of the commands, all started at
     once, each from the package's parent with 1 thread."""
     with contextlib.ExitStack() as files:
-        outputs = [
-            files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2 * len(commands))
+        outputs = [  # (stdout, stderr) of each, in files: a full pipe would stall a command
+            (
+                files.enter_context(tempfile.TemporaryFile("w+")),
+                files.enter_context(tempfile.TemporaryFile("w+")),
+            )
+            for _ in commands
         ]
         started = time.perf_counter()
         running = [
@@ -70,17 +75,19 @@ def timed(*commands: list[str]) -> tuple[float, list[str]]:
                 env=os.environ | {"OMP_NUM_THREADS": "1"},
                 cwd=Path(__file__).resolve().parents[2],
             )
-            for command, stdout, stderr in zip(commands, outputs[0::2], outputs[1::2])
+            for command, (stdout, stderr) in zip(commands, outputs)
         ]
         codes = [process.wait() for process in running]
         wall = time.perf_counter() - started
-        for output in outputs:
-            output.seek(0)
-        texts = [output.read() for output in outputs]
-    for command, code, stderr in zip(commands, codes, texts[1::2]):
+        texts = []
+        for stdout, stderr in outputs:
+            stdout.seek(0)
+            stderr.seek(0)
+            texts.append((stdout.read(), stderr.read()))
+    for command, code, (_, stderr) in zip(commands, codes, texts):
         if code != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
-    return wall, texts[0::2]
+    return wall, [stdout for stdout, _ in texts]
 
 
 def sweep_command(processes: int, copies: int, epochs: int, data_root: str, runs_dir: str):
@@ -100,13 +107,17 @@ def sweep_seconds(processes: int, copies: int, epochs: int, data_root: str, runs
     return wall, reported_seconds(stdout)
 
 
+def shares(copies: int) -> tuple[int, int]:  # the copies of each half, the first the larger
+    return copies - copies // 2, copies // 2
+
+
 def halves_seconds(copies: int, epochs: int, data_root: str, runs_dir: str):
     """The machine's ceiling for a sharded sweep: two one-process sweeps of half the copies each,
     started at once with no torchrun (nothing shared, nothing gathered). (wall seconds until both
     ended, the sweep itself of the slower); what two ranks would take if sharding cost nothing."""
     halves = [
         sweep_command(1, share, epochs, data_root, str(Path(runs_dir) / f"half{half}"))
-        for half, share in enumerate((copies - copies // 2, copies // 2))
+        for half, share in enumerate(shares(copies))
     ]
     wall, stdouts = timed(*halves)
     return wall, max(map(reported_seconds, stdouts))
@@ -183,15 +194,15 @@ def bench_parallel(
     )
     sweeps, steps, halves = {1: [], 2: []}, {1: [], 2: []}, []
     with tempfile.TemporaryDirectory() as runs_dir:
+        kinds = [1, 2, "halves"] if copies > 1 else [1, 2]  # processes, or the ceiling's halves
         for round_ in range(repeats):
-            for processes in (1, 2) if round_ % 2 == 0 else (2, 1):
-                sweeps[processes].append(
-                    sweep_seconds(processes, copies, epochs, data_root, runs_dir)
-                )
-                train_images, seconds = step_seconds(processes, batch_sizes, data_root)
-                steps[processes].append(seconds)
-            if copies > 1:
-                halves.append(halves_seconds(copies, epochs, data_root, runs_dir))
+            for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+                if kind == "halves":
+                    halves.append(halves_seconds(copies, epochs, data_root, runs_dir))
+                    continue
+                sweeps[kind].append(sweep_seconds(kind, copies, epochs, data_root, runs_dir))
+                train_images, seconds = step_seconds(kind, batch_sizes, data_root)
+                steps[kind].append(seconds)
 
     def median(values) -> float:
         return statistics.median(values)
@@ -205,8 +216,8 @@ def bench_parallel(
     rows = [("whole command, start-up included", 0, sweeps[2]), ("the sweep itself", 1, sweeps[2])]
     if halves:
         ceiling = (
-            f"the machine's ceiling: two `gd-torch sweep` of {copies - copies // 2} and "
-            f"{copies // 2} copies at once, no torchrun (the slower's sweep itself)"
+            "the machine's ceiling: two `gd-torch sweep` of {} and {} copies at once, no torchrun "
+            "(the slower's sweep itself)".format(*shares(copies))
         )
         rows.append((ceiling, 1, halves))
     for name, index, two_processes in rows:
