@@ -39,32 +39,34 @@ class Steps:
     decay_biases: bool = True
 
 
-def native_steps(stacked: StackedNetworks, orders, rates, run: Steps):
+def native_steps(stacked: StackedNetworks, orders, rates, run: Steps, calls=None):
     """``run.steps`` native steps of every copy of ``stacked`` (copy k: ``orders[k]``,
-    ``rates[k]``); returns the (steps, K) costs and norms, and the last step's gradients."""
+    ``rates[k]``), in one call or the ``calls`` given, (start, stop) pairs; returns the (steps,
+    K) costs and norms, and the last step's gradients."""
     layers = stacked.layers
     gradients = [torch.empty_like(p) for p in stacked.parameters()]
     costs = torch.zeros(run.steps, len(stacked), dtype=run.images.dtype)
     norms = torch.zeros_like(costs)
     with torch.no_grad():
-        native.sgd_steps(
-            [layer.weight for layer in layers],
-            [layer.bias for layer in layers],
-            gradients[0::2],
-            gradients[1::2],
-            native.nonzero_inputs(run.images),
-            run.targets,
-            orders,
-            run.batch_size,
-            0,
-            run.steps,
-            rates,
-            run.weight_decay,
-            run.convention,
-            costs,
-            norms,
-            run.decay_biases,
-        )
+        for start, stop in calls or [(0, run.steps)]:
+            native.sgd_steps(
+                [layer.weight for layer in layers],
+                [layer.bias for layer in layers],
+                gradients[0::2],
+                gradients[1::2],
+                native.nonzero_inputs(run.images),
+                run.targets,
+                orders,
+                run.batch_size,
+                start,
+                stop,
+                rates,
+                run.weight_decay,
+                run.convention,
+                costs,
+                norms,
+                run.decay_biases,
+            )
     return costs, norms, gradients
 
 
@@ -117,6 +119,28 @@ def test_native_steps_take_the_manual_engines_steps_with_sgd(convention, dtype, 
         for mine, gradient, parameter in zip(stacked.parameters(), gradients, network.parameters()):
             torch.testing.assert_close(mine[k], parameter.detach(), **tolerance)
             torch.testing.assert_close(gradient[k], parameter.grad, **tolerance)
+
+
+@pytest.mark.parametrize("batch_size, calls", [(250, [(0, 2), (2, 11)]), (1100, [(0, 1), (1, 3)])])
+def test_steps_past_the_examples_gathered_at_a_time(batch_size, calls):
+    """The steps copy their examples side by side GATHERED = 1024 at a time: calls that start
+    past step 0 and take several such copies (4 steps of 250 each, the last one short), or one
+    step each (1100 examples), take the eager steps, for two copies with their own orders."""
+    steps = calls[-1][1]
+    images, targets = examples(steps * batch_size + 7, torch.float32, seed=3)
+    networks = [Network((784, 16, 10), generator=torch.Generator().manual_seed(k)) for k in (0, 1)]
+    stacked = StackedNetworks(networks)
+    orders = torch.stack([torch.randperm(len(images)) for _ in networks])
+    rates = torch.tensor([0.5, 2.0])
+    run = Steps(images, targets, batch_size, steps, 1e-3)
+    costs, norms, gradients = native_steps(stacked, orders, rates, run, calls)
+    for k, network in enumerate(networks):
+        eager_costs, eager_norms = eager_steps(network, orders[k], rates[k].item(), run)
+        torch.testing.assert_close(costs[:, k], torch.tensor(eager_costs), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(norms[:, k], torch.tensor(eager_norms), rtol=1e-4, atol=1e-6)
+        for mine, gradient, parameter in zip(stacked.parameters(), gradients, network.parameters()):
+            torch.testing.assert_close(mine[k], parameter.detach(), rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(gradient[k], parameter.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_nonzero_inputs_hold_every_nonzero_pixel_in_its_place():
