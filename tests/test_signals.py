@@ -28,12 +28,15 @@ WAIT_SECONDS = 180
 
 
 def gd_torch(*arguments: str) -> subprocess.Popen:
+    """gd-torch in a new process, SIGHUP at its default: a suite started under ``nohup`` would
+    hand down an ignored SIGHUP, which gd-torch rightly leaves ignored."""
     return subprocess.Popen(
         [sys.executable, "-m", "gd_torch", *arguments],
         cwd=REPOSITORY,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
 
 
