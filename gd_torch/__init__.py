@@ -28,7 +28,7 @@ _EXPORTS = {  # name: the module that defines it
     "evaluate": "gd_torch.core.evaluate",
     "TrainResult": "gd_torch.core.loop",
     "seeded_generators": "gd_torch.core.loop",
-    "sgd": "gd_torch.core.loop",
+    "sgd": "gd_torch.core.sgd",
     "train_one_epoch": "gd_torch.core.loop",
     "Network": "gd_torch.core.model",
     "PRESETS": "gd_torch.core.presets",

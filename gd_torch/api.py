@@ -13,10 +13,11 @@ from typing import IO
 
 from gd_torch.core import loop
 from gd_torch.core.data import Mnist
-from gd_torch.core.loop import OptimizerFactory, TrainResult
+from gd_torch.core.loop import TrainResult
 from gd_torch.core.model import Network
 from gd_torch.core.run import Callback
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.sgd import OptimizerFactory
 from gd_torch.core.trajectory import TrajectoryRecorder
 from gd_torch.dashboard.tensorboard import TensorBoard
 

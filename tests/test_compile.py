@@ -15,9 +15,10 @@ from gd_torch.core.data import Mnist
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.guard import Diverged, RunGuard
 from gd_torch.core.inline_products import INLINE_PRODUCT_LIMIT, InlineSmallProducts
-from gd_torch.core.loop import seeded_generators, sgd
+from gd_torch.core.loop import seeded_generators
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run
+from gd_torch.core.sgd import sgd
 from tests.configs import split
 from tests.events import scalars
 from tests.fakes import synthetic_mnist

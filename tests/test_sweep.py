@@ -18,10 +18,10 @@ from gd_torch.core.cost import one_hot
 from gd_torch.core.engines import ENGINES
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import evaluate
-from gd_torch.core.loop import sgd
 from gd_torch.core.model import Network
 from gd_torch.core.run import gradient_norm
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.sgd import sgd
 from gd_torch.core.stacked import STACKED_ENGINES, StackedNetworks, StackedSGD, evaluate_copies
 from gd_torch.core.trajectory import FILE_NAME, Trajectory
 from gd_torch.tools import sweep as sweep_module

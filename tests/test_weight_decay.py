@@ -9,16 +9,16 @@ that is --weight-decay-on weights, tested below.)
 import copy
 import io
 
-import pytest
 import torch
 
 from gd_torch import Callback
 from gd_torch import train as gd_train
 from gd_torch.core.data import Split, shuffled_batches
 from gd_torch.core.engines import ENGINES
-from gd_torch.core.loop import fresh_sgd_state, sgd, train_one_epoch
+from gd_torch.core.loop import train_one_epoch
 from gd_torch.core.model import Network
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.sgd import sgd
 from tests.fakes import synthetic_mnist
 
 
@@ -116,20 +116,3 @@ def test_a_run_with_two_parameter_groups_resumes_bit_for_bit(tmp_path):
     resumed = gd_train(settings, options, data=data, resume=stopped.run_dir, out=io.StringIO())
     for a, b in zip(whole.network.parameters(), resumed.network.parameters(), strict=True):
         assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {},
-        {"weight_decay_on": "weights"},
-        {"weight_decay_on": "weights", "weight_decay": 0.0},
-        {"momentum": 0.9, "nesterov": True, "dtype": "float64"},
-        {"learning_rate": 0.25, "hidden_sizes": (30,)},
-    ],
-)
-def test_the_fresh_sgd_state_is_that_of_the_optimizer_before_a_step(changes):
-    """What a sweep's checkpoints hold, made without torch.optim: torch.optim.SGD's own."""
-    settings = TrainingSettings(**changes)
-    network = Network(settings.layer_sizes, dtype=settings.torch_dtype)
-    assert fresh_sgd_state(settings, network) == sgd(settings)(network).state_dict()

@@ -45,6 +45,7 @@ from gd_torch.core.evaluate import Metrics, evaluate
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run, gradient_norm
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.sgd import OptimizerOrPlan, optimizer_class
 
 STEPS_PER_CALL = 1_000  # the steps of one compiled call: a Ctrl-C or a callback's stop waits for it
 # --compile left to choose (RunOptions.compile None) takes the fast path for runs of at least this
@@ -89,11 +90,11 @@ def autograd_pass(
 GRADIENT_PASSES = {"manual": manual_pass, "autograd": autograd_pass}
 
 
-def plain_sgd_group(optimizer: torch.optim.Optimizer, network: Network) -> dict:
-    """The one parameter group of a plain torch.optim.SGD over all of ``network``'s parameters,
-    in their order: what the compiled update computes (it updates every parameter, and hands
-    the gradients back in that order)."""
-    if type(optimizer) is not torch.optim.SGD:
+def plain_sgd_group(optimizer: OptimizerOrPlan, network: Network) -> dict:
+    """The one parameter group of a plain torch.optim.SGD (or its plan) over all of
+    ``network``'s parameters, in their order: what the compiled update computes (it updates
+    every parameter, and hands the gradients back in that order)."""
+    if optimizer_class(optimizer) is not torch.optim.SGD:
         raise GdTorchError(
             f"--compile implements torch.optim.SGD, not {type(optimizer).__name__}: "
             "train without --compile"
@@ -125,7 +126,7 @@ def choose(run: Run) -> tuple[bool, str]:
     if run.options.compile is False:
         return False, "reference loop (--no-compile)"
     try:
-        plain_sgd_group(run.optimizer, run.network)
+        plain_sgd_group(run.optimizer_or_plan, run.network)
         if distributed.world_size() > 1:
             raise GdTorchError("data parallelism all-reduces ∇C before the update")
     except GdTorchError as refusal:
@@ -245,7 +246,7 @@ def epoch_function(
     run that left the choice to gd_torch says so on ``out`` and takes the reference loop from
     there on, the weights untouched (a compile fails before any step runs); with --compile it
     is an error."""
-    group = plain_sgd_group(run.optimizer, run.network)
+    group = plain_sgd_group(run.optimizer_or_plan, run.network)
     # the steps below run without autograd; the reference loop's autograd engine needs it
     reference_epoch = torch.enable_grad()(reference_epoch)
     split, network, batch_size = run.data.train, run.network, run.settings.batch_size

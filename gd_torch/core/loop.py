@@ -13,8 +13,6 @@ starts.
 """
 
 import contextlib
-import functools
-import inspect
 import io
 import math
 import os
@@ -23,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import torch
 from torch import Tensor
@@ -47,10 +45,17 @@ from gd_torch.core.run_dir import (
     write_json,
 )
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
+from gd_torch.core.sgd import (
+    OptimizerFactory,
+    OptimizerOrPlan,
+    PlannedSGD,
+    made,
+    optimizer_class,
+    set_learning_rate,
+)
 from gd_torch.core.training_set import training_set
 
 DRY_RUN_EXAMPLES = 1_000
-OptimizerFactory = Callable[[Network], torch.optim.Optimizer]
 
 
 def train_one_epoch(
@@ -86,15 +91,18 @@ def epoch_function(
     the epoch's examples not yet trained on, in the order SGD takes them. ``fast``: the fast
     path (default: as ``compiled.choose`` says), which says on ``out`` if it falls back;
     ``path``: its steps, ``native`` or ``inductor`` (default: as ``compiled.fast_path`` says)."""
-    reference = functools.partial(
-        train_one_epoch,
-        run.network,
-        run.optimizer,
-        run.data.train,
-        compute_gradients=compute_gradients,
-        cost=run.settings.cost,
-        finish_step=run.finish_step,
-    )
+
+    def reference(batches: Sequence[Tensor]) -> None:  # run.optimizer: made when first needed
+        train_one_epoch(
+            run.network,
+            run.optimizer,
+            run.data.train,
+            batches,
+            compute_gradients=compute_gradients,
+            cost=run.settings.cost,
+            finish_step=run.finish_step,
+        )
+
     if fast is None:
         fast = compiled.choose(run)[0]
     if fast:  # the same steps, up to a thousand to a compiled call
@@ -113,7 +121,7 @@ def this_ranks_batches(order: Tensor, batch_size: int) -> Sequence[Tensor]:
 class TrainResult:
     run_dir: Path | None  # None when nothing was written (runs_dir=None, or not rank 0)
     network: Network
-    optimizer: torch.optim.Optimizer
+    optimizer_or_plan: OptimizerOrPlan  # see gd_torch.core.sgd
     history: list[dict] = field(default_factory=list)  # one dict of epoch metrics per epoch
     best_accuracy: float = 0.0
     best_by: str = "test_accuracy"  # or validation_accuracy, when there is a validation set
@@ -122,6 +130,11 @@ class TrainResult:
     @property
     def final(self) -> dict:
         return self.history[-1]
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The run's optimizer: ``sgd(settings)``'s, unless ``train`` was given another."""
+        return made(self.optimizer_or_plan)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -177,76 +190,6 @@ def prepare_data(
             f"{len(data.train)} training images"
         )
     return data.to(device, settings.torch_dtype)
-
-
-def sgd(settings: TrainingSettings) -> OptimizerFactory:
-    """torch.optim.SGD with the settings' η, momentum, Nesterov and weight decay.
-
-    Without momentum, ``fused=True``: the same arithmetic, bit for bit, as the default
-    per-tensor loop, in one kernel for all six tensors, which on this small network halves the
-    cost of a step(). With momentum the fused kernel rounds differently, so SGD's default runs.
-    ``--weight-decay-on weights`` makes two parameter groups, the weights with λ and the biases
-    without, as Nielsen decays them (with λ = 0 they would be the same step: one group); ``all``
-    keeps one group with every parameter.
-    """
-
-    def optimizer(network: Network) -> torch.optim.Optimizer:
-        groups, arguments = _sgd_arguments(settings, network)
-        return torch.optim.SGD(groups, **arguments)
-
-    return optimizer
-
-
-def _sgd_arguments(settings: TrainingSettings, network: Network) -> tuple[list[dict], dict]:
-    """The parameter groups and keyword arguments of ``sgd(settings)``'s torch.optim.SGD."""
-    on_fused_device = next(network.parameters()).device.type in ("cpu", "cuda")
-    groups: list[dict[str, Any]] = [{"params": list(network.parameters())}]
-    if settings.weight_decay_on == "weights" and settings.weight_decay:
-        groups = [
-            {"params": [layer.weight for layer in network.layers]},
-            {"params": [layer.bias for layer in network.layers], "weight_decay": 0.0},
-        ]
-    return groups, {
-        "lr": settings.learning_rate,
-        "momentum": settings.momentum,
-        "nesterov": settings.nesterov,
-        "weight_decay": settings.weight_decay,
-        "fused": (on_fused_device and not settings.momentum) or None,
-    }
-
-
-def fresh_sgd_state(settings: TrainingSettings, network: Network) -> dict:
-    """``sgd(settings)(network).state_dict()`` before its first step, made without torch.optim.
-
-    The first optimizer a process makes imports torch._dynamo (2.5 s: torch.optim disables the
-    compiler on its methods, and that needs the compiler). A sweep's copies step with their own
-    SGD (``StackedSGD``) and need an optimizer only for what their checkpoints hold, so that
-    ``gd-torch train --resume`` goes on as from its own checkpoint: this state. Before a step
-    it holds no per-parameter state, only the groups: each with SGD's defaults, its own values
-    and its parameters numbered in order, as ``Optimizer.state_dict`` packs them.
-    """
-    groups, arguments = _sgd_arguments(settings, network)
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(torch.optim.SGD).parameters.items()
-        if parameter.default is not parameter.empty
-    } | arguments
-    packed, first = [], 0
-    for group in groups:
-        count = len(group["params"])
-        own = {name: value for name, value in group.items() if name != "params"}
-        packed.append(defaults | own | {"params": list(range(first, first + count))})
-        first += count
-    return {"state": {}, "param_groups": packed}
-
-
-def set_learning_rate(
-    optimizer: torch.optim.Optimizer, settings: TrainingSettings, epoch: int
-) -> None:
-    """η of each parameter group for ``epoch``: its initial η times the schedule's factor."""
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", group["lr"])  # as torch.optim.lr_scheduler keeps it
-        group["lr"] = group["initial_lr"] * settings.schedule_factor(epoch)
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
@@ -328,12 +271,12 @@ def _train(
             f"the network given is {network.sizes}, the settings say {settings.layer_sizes}"
         )
     network = network.to(device, settings.torch_dtype)
-    optimizer = (make_optimizer or sgd(settings))(network)
+    optimizer = make_optimizer(network) if make_optimizer else PlannedSGD(settings, network)
     compute_gradients = ENGINES[settings.engine]
     if distributed.world_size() > 1:  # each rank takes its shard; ∇C is all-reduced
         compute_gradients = distributed.data_parallel(compute_gradients)
     done = (
-        restore(checkpoint, network, optimizer, order_generator, batches_per_epoch)
+        restore(checkpoint, network, made(optimizer), order_generator, batches_per_epoch)
         if checkpoint
         else Progress()
     )
@@ -409,7 +352,7 @@ def _train(
                 training_checkpoint(
                     network,
                     optimizer.state_dict(),
-                    type(optimizer).__name__,
+                    optimizer_class(optimizer).__name__,
                     settings,
                     options,
                     epoch=epoch,
@@ -432,7 +375,7 @@ def _train(
             for epoch in range(done.epoch + 1, epochs + 1):
                 started = time.perf_counter()
                 run.epoch = guard.epoch = epoch
-                set_learning_rate(optimizer, settings, epoch)
+                set_learning_rate(optimizer.param_groups, settings, epoch)
                 order_state = order_generator.get_state()  # what a mid-epoch checkpoint needs
                 order = shuffled_order(len(data.train), order_generator)[
                     skip * settings.batch_size :

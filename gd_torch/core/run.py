@@ -28,6 +28,7 @@ from gd_torch.core.data import Mnist
 from gd_torch.core.guard import RunGuard
 from gd_torch.core.model import Network
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.sgd import OptimizerOrPlan, made
 
 
 class Callback:
@@ -64,7 +65,7 @@ class Run:
     settings: TrainingSettings
     options: RunOptions
     network: Network
-    optimizer: torch.optim.Optimizer
+    optimizer_or_plan: OptimizerOrPlan  # its SGD as a plan until asked for: gd_torch.core.sgd
     data: Mnist
     device: torch.device
     run_dir: Path | None  # where checkpoints and logs go; None on other ranks and from Python
@@ -82,6 +83,12 @@ class Run:
     _batch_costs: Tensor | None = None
     _gradient_norms: Tensor | None = None
     _index: int = 0
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The run's optimizer; ``gd-torch train``'s own SGD is made here, when first asked
+        for (the param groups and state_dict of ``optimizer_or_plan`` do not make it)."""
+        return made(self.optimizer_or_plan)
 
     @property
     def metrics(self) -> dict:

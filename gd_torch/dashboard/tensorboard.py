@@ -400,7 +400,7 @@ class TensorBoard(Callback):
                 self.log_step(run)
 
     def log_step(self, run: Run) -> None:
-        learning_rate = run.optimizer.param_groups[0]["lr"]
+        learning_rate = run.optimizer_or_plan.param_groups[0]["lr"]
         self.log.batch(run.step, run.batch_cost, run.gradient_norm(), learning_rate)
 
     def on_epoch_end(self, run: Run) -> None:

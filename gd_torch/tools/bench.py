@@ -52,10 +52,11 @@ from gd_torch.core.data import Mnist, shuffled_order
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import evaluate
 from gd_torch.core.guard import RunGuard
-from gd_torch.core.loop import prepare_data, resolve_device, set_threads, sgd
+from gd_torch.core.loop import prepare_data, resolve_device, set_threads
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.sgd import sgd
 from gd_torch.dashboard.tensorboard import (
     GRADIENT_SAMPLE,
     TensorBoard,

@@ -40,10 +40,11 @@ import torch
 from gd_torch.core.compiled import STEPS_PER_CALL
 from gd_torch.core.data import Mnist, shuffled_order
 from gd_torch.core.guard import RunGuard
-from gd_torch.core.loop import epoch_function, prepare_data, seeded_generators, sgd
+from gd_torch.core.loop import epoch_function, prepare_data, seeded_generators
 from gd_torch.core.model import Network
 from gd_torch.core.run import Run
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.sgd import sgd
 from gd_torch.dashboard.tensorboard import TensorBoard
 
 # (engine, fast path's steps) of the compile rows; the manual engine's Inductor loop runs only

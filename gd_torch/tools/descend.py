@@ -43,10 +43,11 @@ from gd_torch.core.data import shuffled_batches
 from gd_torch.core.engines import ENGINES
 from gd_torch.core.errors import GdTorchError
 from gd_torch.core.evaluate import Metrics
-from gd_torch.core.loop import prepare_data, seeded_generators, sgd, train_one_epoch
+from gd_torch.core.loop import prepare_data, seeded_generators, train_one_epoch
 from gd_torch.core.model import Network
 from gd_torch.core.run_dir import create_run_directory
 from gd_torch.core.settings import RunOptions, TrainingSettings
+from gd_torch.core.sgd import sgd
 from gd_torch.core.trajectory import Trajectory
 from gd_torch.core.weight_space import point_of
 

@@ -50,7 +50,6 @@ from gd_torch.core.evaluate import measure
 from gd_torch.core.files import write_file, writing_run_directory
 from gd_torch.core.guard import Diverged, Interrupted, RunGuard, divergence_hint, sane_copies
 from gd_torch.core.loop import (
-    fresh_sgd_state,
     prepare_data,
     resolve_device,
     seeded_generators,
@@ -61,6 +60,7 @@ from gd_torch.core.model import Network
 from gd_torch.core.naming import group_labels, sweep_name, varying
 from gd_torch.core.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
+from gd_torch.core.sgd import PlannedSGD
 from gd_torch.core.stacked import (
     STACKED_ENGINES,
     NativeStackedSteps,
@@ -687,7 +687,7 @@ def train_stacked(
                 log.epoch_end(
                     step, epoch, metrics | {"best_test_accuracy": best_test}, network, data, **when
                 )
-                optimizer = fresh_sgd_state(config, network)  # that of `gd-torch train`
+                optimizer = PlannedSGD(config, network).state_dict()  # as `gd-torch train`'s
                 for group in optimizer["param_groups"]:
                     group["initial_lr"], group["lr"] = (
                         config.learning_rate,
