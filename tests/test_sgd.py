@@ -3,8 +3,6 @@ torch.optim.SGD, and so never imports torch._dynamo, yet it holds, saves and han
 the optimizer would."""
 
 import io
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from gd_torch.core.model import Network
 from gd_torch.core.settings import RunOptions, TrainingSettings
 from gd_torch.core.sgd import PlannedSGD, set_learning_rate, sgd
 from tests.fakes import synthetic_mnist
+from tests.processes import imported_by_main
 
 FAST = RunOptions(runs_dir=None, compile=True)  # the native steps, on any number of steps
 
@@ -55,17 +54,11 @@ def test_the_plan_makes_its_sgd_once_over_its_own_groups():
 
 
 def test_a_run_on_the_native_steps_does_not_import_the_compiler(fake_mnist_root, tmp_path):
-    training = (
-        "import sys; from gd_torch.cli import main; "
-        f"main(['train', '--data-root', {str(fake_mnist_root)!r}, '--no-download', "
-        f"'--runs-dir', {str(tmp_path / 'runs')!r}, '--epochs', '2', '--compile']); "
-        "print('torch._dynamo' in sys.modules)"
-    )
-    trained = subprocess.run(
-        [sys.executable, "-c", training], capture_output=True, text=True, check=True
-    )
-    assert "native C++ steps" in trained.stdout
-    assert trained.stdout.strip().splitlines()[-1] == "False"
+    training = ["train", "--data-root", str(fake_mnist_root), "--no-download", "--runs-dir"]
+    training += [str(tmp_path / "runs"), "--epochs", "2", "--compile"]
+    imported, printed = imported_by_main(training, "torch._dynamo")
+    assert "native C++ steps" in printed and "final test accuracy" in printed
+    assert not imported
 
 
 def test_a_native_runs_checkpoint_holds_the_reference_runs_optimizer(tmp_path):

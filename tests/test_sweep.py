@@ -3,8 +3,6 @@ import dataclasses
 import io
 import math
 import statistics
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -29,6 +27,7 @@ from gd_torch.tools.sweep import FINAL_METRICS, sweep, sweep_settings
 from tests.events import images as tensorboard_images
 from tests.events import scalars
 from tests.fakes import synthetic_mnist
+from tests.processes import imported_by_main
 
 SIZES = (
     784,
@@ -547,14 +546,7 @@ def test_compile_batches_only_the_copies_the_native_steps_can_take():
 def test_a_sweep_does_not_import_the_compiler(fake_mnist_root, tmp_path):
     """Its copies step with StackedSGD; their checkpoints' optimizer state is made without
     torch.optim, whose first optimizer in a process imports torch._dynamo (seconds)."""
-    sweeping = (
-        "import sys; from gd_torch.cli import main; "
-        f"main(['sweep', '--data-root', {str(fake_mnist_root)!r}, '--no-download', '--runs-dir', "
-        f"{str(tmp_path / 'runs')!r}, '--num-seeds', '2', '--epochs', '1']); "
-        "print('torch._dynamo' in sys.modules)"
-    )
-    swept = subprocess.run(
-        [sys.executable, "-c", sweeping], capture_output=True, text=True, check=True
-    )
-    assert swept.stdout.strip().splitlines()[-1] == "False"
+    sweeping = ["sweep", "--data-root", str(fake_mnist_root), "--no-download", "--runs-dir"]
+    sweeping += [str(tmp_path / "runs"), "--num-seeds", "2", "--epochs", "1"]
+    assert not imported_by_main(sweeping, "torch._dynamo")[0]
     assert len(list((tmp_path / "runs").glob("*/s*/last.pt"))) == 2
