@@ -10,6 +10,7 @@ Training:
     settings     TrainingSettings (decide the result) and RunOptions (where and how it runs)
     data         MNIST as tensors, and the shuffled mini-batches
     loop         train_one_epoch (the reference loop) and train
+    sgd          the run's torch.optim.SGD, held as a plan until asked for, and η per epoch
     compiled     the fast path of --compile: the same steps, 16 to one compiled call
     run          the Run a callback sees, and Callback
     evaluate     cost and accuracy over a split
