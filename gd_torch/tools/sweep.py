@@ -60,7 +60,7 @@ from gd_torch.core.model import Network
 from gd_torch.core.naming import group_labels, sweep_name, varying
 from gd_torch.core.run_dir import create_run_directory, library_versions, write_json
 from gd_torch.core.settings import RunOptions, TrainingSettings, describe, to_dict
-from gd_torch.core.sgd import PlannedSGD
+from gd_torch.core.sgd import PlannedSGD, set_learning_rate
 from gd_torch.core.stacked import (
     STACKED_ENGINES,
     NativeStackedSteps,
@@ -687,17 +687,13 @@ def train_stacked(
                 log.epoch_end(
                     step, epoch, metrics | {"best_test_accuracy": best_test}, network, data, **when
                 )
-                optimizer = PlannedSGD(config, network).state_dict()  # as `gd-torch train`'s
-                for group in optimizer["param_groups"]:
-                    group["initial_lr"], group["lr"] = (
-                        config.learning_rate,
-                        metrics["learning_rate"],
-                    )
+                optimizer = PlannedSGD(config, network)  # as `gd-torch train`'s, at this epoch
+                set_learning_rate(optimizer.param_groups, config, epoch)
                 save_checkpoint(
                     run_dirs[k] / "last.pt",
                     training_checkpoint(  # resumable with --resume
                         network,
-                        optimizer,
+                        optimizer.state_dict(),
                         torch.optim.SGD.__name__,
                         config,
                         copy_options,
